@@ -1,0 +1,133 @@
+"""Appearance galleries: the last `budget` features of every track, and nearest-neighbour distance.
+
+Storage is one array [slots, budget, dim] with ring-buffer heads, so a frame's distances are one
+gather and one matrix product, and a track's memory is bounded by `budget * dim` floats.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+DistanceMetric = Literal["cosine", "euclidean"]
+
+
+def l2_normalize(features: np.ndarray) -> np.ndarray:
+    features = np.asarray(features, dtype=np.float32)
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    return features / np.maximum(norms, 1e-12)
+
+
+class AppearanceGallery:
+    """Per-slot ring buffers of L2-normalised features.
+
+    Distances: "cosine" is 1 - cosine similarity (0..2); "euclidean" is the Euclidean distance
+    between unit vectors (0..2). Both take the nearest gallery entry, as in the paper.
+    """
+
+    def __init__(self, budget: int = 100, metric: DistanceMetric = "cosine") -> None:
+        if budget < 1:
+            raise ValueError(f"gallery budget must be >= 1, got {budget}")
+        if metric not in ("cosine", "euclidean"):
+            raise ValueError(f"distance_metric must be 'cosine' or 'euclidean', got {metric!r}")
+        self.budget = budget
+        self.metric: DistanceMetric = metric
+        self.features: np.ndarray | None = None  # [capacity, budget, dim], allocated on first add
+        self.count = np.zeros(0, np.int64)
+        self.head = np.zeros(0, np.int64)
+
+    @property
+    def dim(self) -> int | None:
+        return None if self.features is None else self.features.shape[2]
+
+    def resize(self, capacity: int) -> None:
+        """Grow to `capacity` slots (the track store calls this when it grows)."""
+        old = len(self.count)
+        if capacity <= old:
+            return
+        self.count = np.concatenate([self.count, np.zeros(capacity - old, np.int64)])
+        self.head = np.concatenate([self.head, np.zeros(capacity - old, np.int64)])
+        if self.features is not None:
+            grown = np.zeros((capacity, self.budget, self.features.shape[2]), np.float32)
+            grown[:old] = self.features
+            self.features = grown
+
+    def clear(self, slots: np.ndarray) -> None:
+        self.count[slots] = 0
+        self.head[slots] = 0
+
+    def add(self, slots: np.ndarray, features: np.ndarray) -> None:
+        """Append one feature per slot (slots unique), overwriting the oldest when full."""
+        if len(slots) == 0:
+            return
+        features = l2_normalize(features)
+        if self.features is None:
+            self.features = np.zeros((len(self.count), self.budget, features.shape[1]), np.float32)
+        elif features.shape[1] != self.features.shape[2]:
+            raise ValueError(
+                f"embedding dimension changed from {self.features.shape[2]} to {features.shape[1]}"
+            )
+        self.features[slots, self.head[slots]] = features
+        self.head[slots] = (self.head[slots] + 1) % self.budget
+        self.count[slots] = np.minimum(self.count[slots] + 1, self.budget)
+
+    def distance(self, slots: np.ndarray, queries: np.ndarray) -> np.ndarray:
+        """Nearest-neighbour distance [len(slots), len(queries)]; NaN rows for empty galleries."""
+        out = np.full((len(slots), len(queries)), np.nan)
+        counts = self.count[slots] if len(slots) else np.zeros(0, np.int64)
+        filled = counts > 0
+        if self.features is None or len(queries) == 0 or not filled.any():
+            return out
+        queries = l2_normalize(queries)
+        # Entries 0..count-1 of each ring buffer are valid (writes start at 0 and wrap at budget).
+        depth = int(counts.max())
+        entries = self.features[slots, :depth]  # [T, depth, dim]
+        similarity = (entries.reshape(-1, entries.shape[2]) @ queries.T).reshape(
+            len(slots), depth, len(queries)
+        )
+        similarity[np.arange(depth)[None, :] >= counts[:, None]] = -np.inf
+        best = similarity.max(axis=1)[filled].astype(np.float64)
+        if self.metric == "cosine":
+            out[filled] = 1.0 - best
+        else:
+            out[filled] = np.sqrt(np.clip(2.0 - 2.0 * best, 0.0, None))
+        return out
+
+    def export(self, slots: np.ndarray) -> dict[str, np.ndarray]:
+        """Valid entries of `slots` in storage order, plus counts and heads (exact round trip)."""
+        counts = self.count[slots]
+        dim = 0 if self.features is None else self.features.shape[2]
+        if self.features is None or counts.sum() == 0:
+            entries = np.zeros((0, dim), np.float32)
+        else:
+            entries = self.features[np.repeat(slots, counts), _ragged_positions(counts)[0]]
+        return {
+            "gallery_features": entries,
+            "gallery_count": counts.copy(),
+            "gallery_head": self.head[slots].copy(),
+            "gallery_dim": np.asarray(dim, np.int64),
+        }
+
+    def restore(self, slots: np.ndarray, state: dict[str, np.ndarray]) -> None:
+        counts = np.asarray(state["gallery_count"], np.int64)
+        dim = int(state["gallery_dim"])
+        if counts.size and counts.max() > self.budget:
+            raise ValueError(
+                f"state holds galleries of {counts.max()} features, budget is {self.budget}"
+            )
+        self.features = None
+        if dim > 0:
+            self.features = np.zeros((len(self.count), self.budget, dim), np.float32)
+            rows, cols = np.repeat(slots, counts), _ragged_positions(counts)[0]
+            self.features[rows, cols] = np.asarray(state["gallery_features"], np.float32)
+        self.count[:] = 0
+        self.head[:] = 0
+        self.count[slots] = counts
+        self.head[slots] = np.asarray(state["gallery_head"], np.int64)
+
+
+def _ragged_positions(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For runs of the given lengths: each element's position in its run, and each run's start."""
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    return np.arange(int(counts.sum())) - np.repeat(starts, counts), starts

@@ -1,0 +1,366 @@
+"""DeepSORT (Wojke et al. 2017) behind the Roboflow `trackers` API.
+
+One `update()` per frame: predict every track, match confirmed tracks to detections through the
+matching cascade (appearance + Mahalanobis cost, both gated), match what is left by IoU, correct
+matched tracks, age out missed ones, start tentative tracks from confident unmatched detections.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+from ray_deepsort.core.boxes import iou_matrix, valid_box_mask, xyah_to_xyxy, xyxy_to_xyah
+from ray_deepsort.core.detections import to_native, with_tracker_ids
+from ray_deepsort.core.kalman_filter import CHI2_95_4DOF, KalmanFilter
+from ray_deepsort.core.linear_assignment import matching_cascade, min_cost_matching
+from ray_deepsort.core.nn_matching import AppearanceGallery, DistanceMetric, l2_normalize
+from ray_deepsort.core.tracks import TrackStore
+
+STATE_FORMAT_VERSION = 1
+
+
+class Embedder(Protocol):
+    """What the tracker needs of a ReID model (`ray_deepsort.reid.ReIDModel` is one)."""
+
+    def embed(self, frame: np.ndarray, xyxy: np.ndarray) -> np.ndarray: ...
+
+
+class DeepSORTTracker:
+    """Multi-object tracker with per-instance state and IDs.
+
+    Args:
+        reid_model: appearance embedder; None tracks by motion unless `update` gets embeddings.
+        device: if given, the ReID model is moved there (`reid_model.to(device)`).
+        lost_track_buffer: frames (at 30 fps) a confirmed track survives without a detection.
+        frame_rate: stream frame rate; scales `lost_track_buffer` by `frame_rate / 30`.
+        track_activation_threshold: minimum confidence for a detection to start a track.
+        minimum_consecutive_frames: consecutive hits before a track is confirmed and gets an ID.
+        minimum_iou_threshold: minimum IoU for the IoU stage (new and just-missed tracks).
+        appearance_threshold: largest appearance distance accepted in the cascade (gate).
+        appearance_weight: weight of appearance vs. normalised Mahalanobis distance in the cascade
+            cost (the paper's 1 - λ); 0 makes the cascade motion-only.
+        distance_metric: "cosine" or "euclidean" (between unit-length embeddings).
+        gallery_budget: features kept per track for nearest-neighbour matching (paper: 100).
+        gating_threshold: squared Mahalanobis gate (χ²₀.₉₅ with 4 degrees of freedom).
+        class_agnostic: when False (default), tracks never match detections of another class.
+    """
+
+    def __init__(
+        self,
+        reid_model: Embedder | None = None,
+        device: str | None = None,
+        lost_track_buffer: int = 30,
+        frame_rate: float = 30.0,
+        track_activation_threshold: float = 0.25,
+        minimum_consecutive_frames: int = 3,
+        minimum_iou_threshold: float = 0.3,
+        appearance_threshold: float = 0.7,
+        appearance_weight: float = 0.5,
+        distance_metric: DistanceMetric = "cosine",
+        *,
+        gallery_budget: int = 100,
+        gating_threshold: float = CHI2_95_4DOF,
+        class_agnostic: bool = False,
+    ) -> None:
+        _check_range("lost_track_buffer", lost_track_buffer, 0, None)
+        _check_range("frame_rate", frame_rate, 1e-9, None)
+        _check_range("minimum_consecutive_frames", minimum_consecutive_frames, 1, None)
+        _check_range("minimum_iou_threshold", minimum_iou_threshold, 0.0, 1.0)
+        _check_range("appearance_weight", appearance_weight, 0.0, 1.0)
+        _check_range("appearance_threshold", appearance_threshold, 0.0, None)
+        _check_range("gating_threshold", gating_threshold, 1e-9, None)
+        if device is not None and reid_model is not None and hasattr(reid_model, "to"):
+            reid_model.to(device)
+        self.reid_model = reid_model
+        self.lost_track_buffer = lost_track_buffer
+        self.frame_rate = float(frame_rate)
+        self.max_age = max(1, int(lost_track_buffer * frame_rate / 30.0))
+        self.track_activation_threshold = track_activation_threshold
+        self.minimum_consecutive_frames = minimum_consecutive_frames
+        self.minimum_iou_threshold = minimum_iou_threshold
+        self.appearance_threshold = appearance_threshold
+        self.appearance_weight = appearance_weight
+        self.distance_metric = distance_metric
+        self.gallery_budget = gallery_budget
+        self.gating_threshold = gating_threshold
+        self.class_agnostic = class_agnostic
+        self.kalman_filter = KalmanFilter()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every track and start IDs again at 1."""
+        self.tracks = TrackStore(AppearanceGallery(self.gallery_budget, self.distance_metric))
+        self.frame_count = 0
+        self.next_track_id = 1
+        self.next_birth = 0
+        self.last_frame_index: int | None = None
+        self.last_timestamp: float | None = None
+
+    # ------------------------------------------------------------------ per frame
+    def update(
+        self,
+        detections: Any,
+        frame: np.ndarray | None = None,
+        embeddings: np.ndarray | None = None,
+        frame_index: int | None = None,
+        timestamp: float | None = None,
+    ) -> Any:
+        """Track one frame; returns a copy of `detections` (same type) with `tracker_id` set.
+
+        `tracker_id` is -1 for boxes not matched to a confirmed track, including invalid boxes
+        (non-finite, zero or negative size, or wholly outside `frame`), which are ignored.
+        Appearance comes from `embeddings` [N, D] if given, else from `reid_model` on `frame`,
+        else the frame is matched by motion alone. `frame_index` or `timestamp` (seconds) let the
+        filter predict across dropped frames; they must increase from call to call.
+        """
+        native = to_native(detections)
+        steps = self._steps(frame_index, timestamp)
+        tracker_id = self._update(native, frame, embeddings, steps)
+        return with_tracker_ids(detections, tracker_id)
+
+    def _steps(self, frame_index: int | None, timestamp: float | None) -> int:
+        steps = 1
+        if frame_index is not None:
+            if self.last_frame_index is not None:
+                steps = int(frame_index) - self.last_frame_index
+                if steps < 1:
+                    raise ValueError(
+                        f"frame_index {frame_index} does not follow {self.last_frame_index}"
+                    )
+            self.last_frame_index = int(frame_index)
+        elif timestamp is not None and self.last_timestamp is not None:
+            elapsed = float(timestamp) - self.last_timestamp
+            if not elapsed > 0:
+                raise ValueError(f"timestamp {timestamp} does not follow {self.last_timestamp}")
+            steps = max(1, round(elapsed * self.frame_rate))
+        if timestamp is not None:
+            self.last_timestamp = float(timestamp)
+        return steps
+
+    def _update(
+        self,
+        detections: Any,
+        frame: np.ndarray | None,
+        embeddings: np.ndarray | None,
+        steps: int,
+    ) -> np.ndarray:
+        self.frame_count += 1
+        n = len(detections)
+        store = self.tracks
+        valid = valid_box_mask(detections.xyxy, None if frame is None else frame.shape)
+        features, has_feature = self._features(detections.xyxy, valid, frame, embeddings)
+        det_index = np.flatnonzero(valid)
+        det_xyah = xyxy_to_xyah(detections.xyxy[det_index])
+        det_class = detections.class_id_or_zeros()[det_index]
+        det_conf = detections.confidence_or_ones()[det_index]
+        det_features = None if features is None else features[det_index]
+        det_has_feature = has_feature[det_index]
+
+        # Predict. Gaps longer than max_age delete every track anyway, so cap the work.
+        slots = store.active()
+        store.mean[slots], store.covariance[slots] = self.kalman_filter.predict(
+            store.mean[slots], store.covariance[slots], min(steps, self.max_age + 1)
+        )
+        store.age[slots] += steps
+        store.time_since_update[slots] += steps
+
+        # Matching cascade over confirmed tracks, then IoU for tentative and just-missed ones.
+        confirmed = slots[store.confirmed[slots]]
+        cost = self._cascade_cost(confirmed, det_xyah, det_class, det_features, det_has_feature)
+        cascade, unmatched_rows, free = matching_cascade(cost, store.time_since_update[confirmed])
+        matches = [np.stack([confirmed[cascade[:, 0]], cascade[:, 1]], axis=1)]
+        missed = confirmed[unmatched_rows]
+        just_missed = missed[store.time_since_update[missed] == steps]
+        iou_slots = np.concatenate([slots[~store.confirmed[slots]], just_missed])
+        iou_cost = self._iou_cost(iou_slots, detections.xyxy[det_index[free]], det_class[free])
+        iou_matches, _, still_free = min_cost_matching(iou_cost)
+        matches.append(np.stack([iou_slots[iou_matches[:, 0]], free[iou_matches[:, 1]]], axis=1))
+        matched = np.concatenate(matches)
+        free = free[still_free]
+
+        self._apply_matches(matched[:, 0], matched[:, 1], det_xyah, det_features, det_has_feature)
+        unmatched = np.setdiff1d(slots, matched[:, 0])
+        lost = (~store.confirmed[unmatched]) | (store.time_since_update[unmatched] > self.max_age)
+        store.delete(unmatched[lost])
+        new_slots, new_rows = self._start_tracks(
+            free, det_xyah, det_class, det_conf, det_features, det_has_feature
+        )
+
+        tracker_id = np.full(n, -1, np.int64)
+        out_slots = np.concatenate([matched[:, 0], new_slots])
+        out_rows = np.concatenate([matched[:, 1], new_rows]).astype(np.int64)
+        tracker_id[det_index[out_rows]] = np.where(
+            store.confirmed[out_slots], store.track_id[out_slots], -1
+        )
+        return tracker_id
+
+    def _features(
+        self,
+        xyxy: np.ndarray,
+        valid: np.ndarray,
+        frame: np.ndarray | None,
+        embeddings: np.ndarray | None,
+    ) -> tuple[np.ndarray | None, np.ndarray]:
+        """Unit-length features [N, D] (or None) and which rows hold a usable one."""
+        n = len(xyxy)
+        if embeddings is not None:
+            features = np.asarray(embeddings, dtype=np.float32)
+            if features.ndim != 2 or len(features) != n:
+                raise ValueError(
+                    f"embeddings must have shape [{n}, D] for {n} detections, got {features.shape}"
+                )
+        elif frame is not None and self.reid_model is not None and self.appearance_weight > 0:
+            features = None
+            if valid.any():
+                embedded = np.asarray(self.reid_model.embed(frame, xyxy[valid]), np.float32)
+                features = np.zeros((n, embedded.shape[1]), np.float32)
+                features[valid] = embedded
+        else:
+            return None, np.zeros(n, np.bool_)
+        if features is None:
+            return None, np.zeros(n, np.bool_)
+        norms = np.linalg.norm(features, axis=1)
+        has_feature = valid & np.isfinite(norms) & (norms > 0)
+        features = np.where(has_feature[:, None], features, 0.0).astype(np.float32)
+        return l2_normalize(features), has_feature
+
+    def _cascade_cost(
+        self,
+        slots: np.ndarray,
+        det_xyah: np.ndarray,
+        det_class: np.ndarray,
+        det_features: np.ndarray | None,
+        det_has_feature: np.ndarray,
+    ) -> np.ndarray:
+        """Gated cost [tracks, detections]: w·appearance + (1-w)·Mahalanobis/gate, inf if gated."""
+        store = self.tracks
+        mahalanobis = self.kalman_filter.gating_distance(
+            store.mean[slots], store.covariance[slots], det_xyah
+        )
+        cost = mahalanobis / self.gating_threshold
+        gated = mahalanobis > self.gating_threshold
+        if det_features is not None and self.appearance_weight > 0:
+            appearance = store.gallery.distance(slots, det_features)
+            appearance[:, ~det_has_feature] = np.nan
+            known = ~np.isnan(appearance)
+            weight = self.appearance_weight
+            cost = np.where(known, weight * appearance + (1 - weight) * cost, cost)
+            gated |= known & (appearance > self.appearance_threshold)
+        if not self.class_agnostic:
+            gated |= store.class_id[slots][:, None] != det_class[None, :]
+        return np.where(gated, np.inf, cost)
+
+    def _iou_cost(
+        self, slots: np.ndarray, det_xyxy: np.ndarray, det_class: np.ndarray
+    ) -> np.ndarray:
+        predicted = xyah_to_xyxy(self.tracks.mean[slots, :4])
+        iou = iou_matrix(predicted, det_xyxy)
+        gated = iou < self.minimum_iou_threshold
+        if not self.class_agnostic:
+            gated |= self.tracks.class_id[slots][:, None] != det_class[None, :]
+        return np.where(gated, np.inf, 1.0 - iou)
+
+    def _apply_matches(
+        self,
+        slots: np.ndarray,
+        rows: np.ndarray,
+        det_xyah: np.ndarray,
+        det_features: np.ndarray | None,
+        det_has_feature: np.ndarray,
+    ) -> None:
+        store = self.tracks
+        store.mean[slots], store.covariance[slots] = self.kalman_filter.update(
+            store.mean[slots], store.covariance[slots], det_xyah[rows]
+        )
+        store.hits[slots] += 1
+        store.time_since_update[slots] = 0
+        if det_features is not None:
+            with_feature = det_has_feature[rows]
+            store.gallery.add(slots[with_feature], det_features[rows[with_feature]])
+        ready = slots[
+            ~store.confirmed[slots] & (store.hits[slots] >= self.minimum_consecutive_frames)
+        ]
+        self._confirm(ready)
+
+    def _confirm(self, slots: np.ndarray) -> None:
+        """Mark tracks confirmed and hand out public IDs in creation order."""
+        store = self.tracks
+        slots = slots[np.argsort(store.birth[slots], kind="stable")]
+        store.confirmed[slots] = True
+        store.track_id[slots] = self.next_track_id + np.arange(len(slots))
+        self.next_track_id += len(slots)
+
+    def _start_tracks(
+        self,
+        free_rows: np.ndarray,
+        det_xyah: np.ndarray,
+        det_class: np.ndarray,
+        det_conf: np.ndarray,
+        det_features: np.ndarray | None,
+        det_has_feature: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        rows = free_rows[det_conf[free_rows] >= self.track_activation_threshold]
+        store = self.tracks
+        slots = store.allocate(len(rows))
+        store.mean[slots], store.covariance[slots] = self.kalman_filter.initiate(det_xyah[rows])
+        store.confirmed[slots] = False
+        store.hits[slots] = 1
+        store.age[slots] = 1
+        store.time_since_update[slots] = 0
+        store.track_id[slots] = -1
+        store.birth[slots] = self.next_birth + np.arange(len(rows))
+        store.class_id[slots] = det_class[rows]
+        self.next_birth += len(rows)
+        if det_features is not None:
+            with_feature = det_has_feature[rows]
+            store.gallery.add(slots[with_feature], det_features[rows[with_feature]])
+        if self.minimum_consecutive_frames <= 1:
+            self._confirm(slots)
+        return slots, rows
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Every bit of tracking state as plain numpy arrays (savable with np.savez, no pickle)."""
+        state = {
+            "format_version": np.asarray(STATE_FORMAT_VERSION, np.int64),
+            "gallery_budget": np.asarray(self.gallery_budget, np.int64),
+            "frame_count": np.asarray(self.frame_count, np.int64),
+            "next_track_id": np.asarray(self.next_track_id, np.int64),
+            "next_birth": np.asarray(self.next_birth, np.int64),
+            "last_frame_index": np.asarray(
+                -1 if self.last_frame_index is None else self.last_frame_index, np.int64
+            ),
+            "last_timestamp": np.asarray(
+                np.nan if self.last_timestamp is None else self.last_timestamp, np.float64
+            ),
+        }
+        state.update(self.tracks.export())
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict()` output; later updates then match the original tracker's."""
+        version = int(state.get("format_version", -1))
+        if version != STATE_FORMAT_VERSION:
+            raise ValueError(f"unsupported tracker state format {version}")
+        if int(state["gallery_budget"]) != self.gallery_budget:
+            raise ValueError(
+                f"state was saved with gallery_budget={int(state['gallery_budget'])}, "
+                f"this tracker has {self.gallery_budget}"
+            )
+        self.reset()
+        self.tracks.restore(state)
+        self.frame_count = int(state["frame_count"])
+        self.next_track_id = int(state["next_track_id"])
+        self.next_birth = int(state["next_birth"])
+        last_index = int(state["last_frame_index"])
+        self.last_frame_index = None if last_index < 0 else last_index
+        last_timestamp = float(state["last_timestamp"])
+        self.last_timestamp = None if np.isnan(last_timestamp) else last_timestamp
+
+
+def _check_range(name: str, value: float, low: float | None, high: float | None) -> None:
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"[{low}, {'inf' if high is None else high}]"
+        raise ValueError(f"{name} must be in {bounds}, got {value}")

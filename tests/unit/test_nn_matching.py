@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+
+from ray_deepsort.core.nn_matching import AppearanceGallery, l2_normalize
+
+
+def unit(v) -> np.ndarray:
+    return l2_normalize(np.asarray(v, np.float32).reshape(1, -1))
+
+
+def test_nearest_neighbour_cosine_and_euclidean() -> None:
+    for metric in ("cosine", "euclidean"):
+        gallery = AppearanceGallery(budget=10, metric=metric)
+        gallery.resize(2)
+        gallery.add(np.array([0, 1]), np.array([[1, 0, 0], [0, 1, 0]], np.float32))
+        gallery.add(np.array([0]), np.array([[0, 0, 2]], np.float32))  # scale is normalised away
+        d = gallery.distance(np.array([0, 1]), np.array([[0, 0, 1], [0, 1, 0]], np.float32))
+        if metric == "cosine":
+            np.testing.assert_allclose(d, [[0, 1], [1, 0]], atol=1e-6)
+        else:
+            np.testing.assert_allclose(d, [[0, np.sqrt(2)], [np.sqrt(2), 0]], atol=1e-6)
+
+
+def test_budget_keeps_only_latest_features() -> None:
+    gallery = AppearanceGallery(budget=3)
+    gallery.resize(1)
+    basis = np.eye(5, dtype=np.float32)
+    for i in range(5):
+        gallery.add(np.array([0]), basis[i : i + 1])
+    assert gallery.count[0] == 3
+    d = gallery.distance(np.array([0]), basis)[0]
+    np.testing.assert_allclose(d, [1, 1, 0, 0, 0], atol=1e-6)  # 0 and 1 were evicted
+
+
+def test_empty_gallery_rows_are_nan_and_clear_forgets() -> None:
+    gallery = AppearanceGallery(budget=4)
+    gallery.resize(3)
+    gallery.add(np.array([1]), unit([1, 0]))
+    d = gallery.distance(np.array([0, 1, 2]), unit([1, 0]))
+    assert np.isnan(d[0, 0]) and np.isnan(d[2, 0]) and d[1, 0] == pytest.approx(0)
+    gallery.clear(np.array([1]))
+    assert np.isnan(gallery.distance(np.array([1]), unit([1, 0]))).all()
+
+
+def test_dimension_change_is_an_error() -> None:
+    gallery = AppearanceGallery()
+    gallery.resize(1)
+    gallery.add(np.array([0]), unit([1, 0, 0]))
+    with pytest.raises(ValueError, match="dimension"):
+        gallery.add(np.array([0]), unit([1, 0]))
+
+
+def test_invalid_arguments() -> None:
+    with pytest.raises(ValueError):
+        AppearanceGallery(budget=0)
+    with pytest.raises(ValueError):
+        AppearanceGallery(metric="manhattan")  # type: ignore[arg-type]

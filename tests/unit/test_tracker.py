@@ -1,0 +1,302 @@
+"""DeepSORTTracker behaviour: lifecycle, IDs, appearance, cascade, classes, gaps, state, inputs."""
+
+import numpy as np
+import pytest
+
+from ray_deepsort.core import DeepSORTTracker, Detections
+
+
+def boxes_at(centres: np.ndarray, size=(40.0, 100.0)) -> np.ndarray:
+    centres = np.asarray(centres, np.float64).reshape(-1, 2)
+    half = np.asarray(size) / 2
+    return np.concatenate([centres - half, centres + half], axis=1)
+
+
+def dets(centres, confidence=0.9, class_id=0) -> Detections:
+    xyxy = boxes_at(centres)
+    n = len(xyxy)
+    return Detections(xyxy=xyxy, confidence=np.full(n, confidence), class_id=np.full(n, class_id))
+
+
+def walk(tracker: DeepSORTTracker, frames: int, start=(100.0, 200.0), step=(3.0, 0.0), **kw):
+    ids = []
+    for i in range(frames):
+        centre = np.asarray(start) + i * np.asarray(step)
+        ids.append(int(tracker.update(dets([centre]), **kw).tracker_id[0]))
+    return ids
+
+
+def test_track_confirmed_after_minimum_consecutive_frames() -> None:
+    assert walk(DeepSORTTracker(), 5) == [-1, -1, 1, 1, 1]
+    assert walk(DeepSORTTracker(minimum_consecutive_frames=1), 3) == [1, 1, 1]
+
+
+def test_tentative_track_deleted_on_first_miss() -> None:
+    tracker = DeepSORTTracker()
+    tracker.update(dets([[100, 200]]))
+    tracker.update(dets([[103, 200]]))
+    tracker.update(Detections.empty())
+    assert len(tracker.tracks) == 0
+    assert walk(tracker, 3, start=(106, 200)) == [-1, -1, 1]
+
+
+def test_confirmed_track_survives_lost_track_buffer_scaled_by_frame_rate() -> None:
+    for frame_rate, buffer_frames in ((30.0, 30), (15.0, 15)):
+        tracker = DeepSORTTracker(lost_track_buffer=30, frame_rate=frame_rate)
+        walk(tracker, 5)
+        for _ in range(buffer_frames):
+            tracker.update(Detections.empty())
+        assert len(tracker.tracks) == 1
+        tracker.update(Detections.empty())
+        assert len(tracker.tracks) == 0
+
+
+def test_low_confidence_detection_does_not_start_a_track_but_can_continue_one() -> None:
+    tracker = DeepSORTTracker(track_activation_threshold=0.5)
+    tracker.update(dets([[100, 200]], confidence=0.3))
+    assert len(tracker.tracks) == 0
+    walk(tracker, 4)
+    out = tracker.update(dets([[112, 200]], confidence=0.3))
+    assert out.tracker_id.tolist() == [1]
+
+
+def test_ids_are_per_instance_and_reset_restarts_them() -> None:
+    a, b = DeepSORTTracker(), DeepSORTTracker()
+    assert walk(a, 4)[-1] == 1
+    assert walk(b, 4)[-1] == 1
+    walk(a, 4, start=(600, 400))
+    assert a.next_track_id == 3
+    a.reset()
+    assert len(a.tracks) == 0 and a.frame_count == 0
+    assert walk(a, 4)[-1] == 1
+
+
+def test_objects_that_swap_places_while_hidden_keep_ids_with_appearance() -> None:
+    """Two people stand side by side, are hidden, and come back swapped: motion alone must
+    follow the positions, appearance follows the people."""
+    feats = np.eye(2, 8, dtype=np.float32)
+    results = {}
+    for weight in (1.0, 0.0):
+        tracker = DeepSORTTracker(appearance_weight=weight, appearance_threshold=0.3)
+        for _ in range(6):
+            out = tracker.update(dets([[200, 200], [225, 200]]), embeddings=feats)
+        assert out.tracker_id.tolist() == [1, 2]
+        for _ in range(5):
+            tracker.update(Detections.empty())
+        swapped = tracker.update(dets([[200, 200], [225, 200]]), embeddings=feats[::-1])
+        results[weight] = swapped.tracker_id.tolist()
+    assert results == {1.0: [2, 1], 0.0: [1, 2]}
+
+
+def test_appearance_threshold_gates_matches() -> None:
+    tracker = DeepSORTTracker(appearance_threshold=0.2)
+    feats = np.eye(3, 8, dtype=np.float32)
+    for i in range(4):
+        out = tracker.update(dets([[100 + 3 * i, 200]]), embeddings=feats[:1])
+    assert out.tracker_id.tolist() == [1]
+    # Same place, totally different appearance: the cascade refuses it; the IoU stage takes it
+    # (a track missed by the cascade but seen last frame is a just-missed IoU candidate).
+    out = tracker.update(dets([[112, 200]]), embeddings=feats[1:2])
+    assert out.tracker_id.tolist() == [1]
+    tracker.update(Detections.empty())
+    tracker.update(Detections.empty())
+    # Seen two frames ago: only the cascade can match it, and appearance forbids it.
+    out = tracker.update(dets([[121, 200]]), embeddings=feats[2:])
+    assert out.tracker_id.tolist() == [-1]
+
+
+def test_mahalanobis_gate_rejects_far_detection() -> None:
+    tracker = DeepSORTTracker(appearance_weight=1.0)
+    feats = np.ones((1, 4), np.float32)
+    for i in range(4):
+        tracker.update(dets([[100 + 3 * i, 200]]), embeddings=feats)
+    tracker.update(Detections.empty())
+    # Identical appearance, but 400 px from the prediction: gated out.
+    out = tracker.update(dets([[520, 200]]), embeddings=feats)
+    assert out.tracker_id.tolist() == [-1]
+
+
+def test_tracks_never_match_across_classes_unless_agnostic() -> None:
+    for agnostic, expected in ((False, -1), (True, 1)):
+        tracker = DeepSORTTracker(class_agnostic=agnostic)
+        for i in range(4):
+            tracker.update(dets([[100 + 3 * i, 200]], class_id=0))
+        out = tracker.update(dets([[112, 200]], class_id=1))
+        assert out.tracker_id.tolist() == [expected]
+
+
+def test_frame_index_gaps_are_predicted_across() -> None:
+    tracker = DeepSORTTracker(minimum_consecutive_frames=1)
+    # Fast object (30 px/frame); frames 6..9 are dropped upstream.
+    ids = [walk_one(tracker, i, 30.0) for i in range(6)]
+    ids.append(walk_one(tracker, 10, 30.0))
+    assert ids == [1] * 7
+    assert tracker.tracks.time_since_update[tracker.tracks.active()].tolist() == [0]
+    with pytest.raises(ValueError, match="does not follow"):
+        tracker.update(dets([[0, 0]]), frame_index=10)
+
+
+def walk_one(tracker: DeepSORTTracker, index: int, speed: float) -> int:
+    out = tracker.update(dets([[100 + speed * index, 200]]), frame_index=index)
+    return int(out.tracker_id[0])
+
+
+def test_timestamps_drive_steps() -> None:
+    tracker = DeepSORTTracker(frame_rate=10.0)
+    tracker.update(dets([[100, 200]]), timestamp=5.0)
+    tracker.update(dets([[100, 200]]), timestamp=5.3)
+    assert tracker.tracks.age[tracker.tracks.active()].tolist() == [4]  # 1 + 3 steps
+    with pytest.raises(ValueError):
+        tracker.update(dets([[100, 200]]), timestamp=5.3)
+
+
+def test_output_is_a_copy_of_the_input_type() -> None:
+    tracker = DeepSORTTracker()
+    d = dets([[100, 200]])
+    out = tracker.update(d)
+    assert isinstance(out, Detections) and out is not d
+    assert d.tracker_id is None
+    np.testing.assert_array_equal(out.xyxy, d.xyxy)
+
+
+def test_supervision_in_supervision_out() -> None:
+    sv = pytest.importorskip("supervision")
+    tracker = DeepSORTTracker()
+    for i in range(4):
+        d = sv.Detections(
+            xyxy=boxes_at([[100 + 3 * i, 200], [400, 300]]).astype(np.float32),
+            confidence=np.array([0.9, 0.8]),
+            class_id=np.array([0, 2]),
+            data={"label": np.array(["a", "b"])},
+        )
+        out = tracker.update(d)
+    assert isinstance(out, sv.Detections)
+    assert out.tracker_id.tolist() == [1, 2]
+    assert d.tracker_id is None  # the caller's object is untouched
+    assert out.data["label"].tolist() == ["a", "b"]
+
+
+def test_wrong_input_type_is_a_clear_error() -> None:
+    with pytest.raises(TypeError, match=r"supervision\.Detections"):
+        DeepSORTTracker().update(np.zeros((1, 4)))
+
+
+def test_embeddings_shape_is_checked() -> None:
+    with pytest.raises(ValueError, match="embeddings"):
+        DeepSORTTracker().update(dets([[1, 2], [3, 4]]), embeddings=np.ones((3, 8)))
+
+
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("minimum_consecutive_frames", 0),
+        ("minimum_iou_threshold", 1.5),
+        ("appearance_weight", -0.1),
+        ("frame_rate", 0.0),
+        ("lost_track_buffer", -1),
+    ],
+)
+def test_parameter_validation(name: str, value: float) -> None:
+    with pytest.raises(ValueError, match=name):
+        DeepSORTTracker(**{name: value})
+
+
+class CountingEmbedder:
+    """A ReID stand-in that records what it was asked to embed."""
+
+    def __init__(self) -> None:
+        self.calls: list[np.ndarray] = []
+
+    def embed(self, frame: np.ndarray, xyxy: np.ndarray) -> np.ndarray:
+        self.calls.append(xyxy.copy())
+        out = np.zeros((len(xyxy), 4), np.float32)
+        out[:, 0] = 1
+        return out
+
+
+def test_reid_model_embeds_only_valid_boxes_in_one_call() -> None:
+    embedder = CountingEmbedder()
+    tracker = DeepSORTTracker(reid_model=embedder)
+    frame = np.zeros((480, 640, 3), np.uint8)
+    xyxy = np.array(
+        [[10, 10, 50, 100], [0, 0, 0, 0], [np.nan, 1, 2, 3], [700, 10, 750, 100], [5, 5, 60, 90]],
+        np.float32,
+    )
+    out = tracker.update(Detections(xyxy=xyxy, confidence=np.ones(5)), frame)
+    assert len(embedder.calls) == 1
+    np.testing.assert_array_equal(embedder.calls[0], xyxy[[0, 4]])
+    assert out.tracker_id.tolist() == [-1] * 5
+    assert len(tracker.tracks) == 2
+
+
+BAD_BOXES = {
+    "zero_area": [50, 50, 50, 80],
+    "negative_width": [60, 50, 40, 80],
+    "nan": [np.nan, 50, 60, 80],
+    "inf": [10, 10, np.inf, 80],
+    "outside_frame": [-200, -200, -100, -100],
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_BOXES))
+def test_bad_box_is_ignored_and_others_still_tracked(case: str) -> None:
+    tracker = DeepSORTTracker(reid_model=CountingEmbedder())
+    frame = np.zeros((480, 640, 3), np.uint8)
+    for i in range(4):
+        xyxy = np.array([BAD_BOXES[case], [100 + 3 * i, 100, 140 + 3 * i, 200]], np.float32)
+        out = tracker.update(Detections(xyxy=xyxy, confidence=np.ones(2)), frame)
+    assert out.tracker_id.tolist() == [-1, 1]
+    assert len(tracker.tracks) == 1
+
+
+def test_empty_input() -> None:
+    tracker = DeepSORTTracker()
+    out = tracker.update(Detections.empty(), embeddings=np.zeros((0, 8)))
+    assert len(out) == 0 and out.tracker_id.shape == (0,)
+
+
+def test_state_round_trip_gives_identical_future_output(tmp_path) -> None:
+    rng = np.random.default_rng(1)
+    centres = rng.uniform(50, 600, (12, 2))
+    velocity = rng.normal(0, 3, (12, 2))
+    feats = rng.normal(size=(12, 16)).astype(np.float32)
+
+    def frame_input(i: int):
+        keep = rng.random(12) > 0.2  # misses
+        d = dets(centres[keep] + i * velocity[keep] + rng.normal(0, 1, (keep.sum(), 2)))
+        return d, feats[keep] + rng.normal(0, 0.05, (keep.sum(), 16)).astype(np.float32)
+
+    inputs = [frame_input(i) for i in range(60)]
+    original = DeepSORTTracker(gallery_budget=5)
+    for i, (d, e) in enumerate(inputs[:30]):
+        original.update(d, embeddings=e, frame_index=2 * i)
+    path = tmp_path / "state.npz"
+    np.savez(path, **original.state_dict())
+    with np.load(path, allow_pickle=False) as loaded:
+        restored = DeepSORTTracker(gallery_budget=5)
+        restored.load_state_dict(dict(loaded))
+    for i, (d, e) in enumerate(inputs[30:], start=30):
+        a = original.update(d, embeddings=e, frame_index=2 * i).tracker_id
+        b = restored.update(d, embeddings=e, frame_index=2 * i).tracker_id
+        np.testing.assert_array_equal(a, b)
+    for key, value in original.state_dict().items():
+        np.testing.assert_array_equal(value, restored.state_dict()[key], err_msg=key)
+    assert original.next_track_id > 5
+
+
+def test_state_from_other_budget_is_refused() -> None:
+    state = DeepSORTTracker(gallery_budget=5).state_dict()
+    with pytest.raises(ValueError, match="gallery_budget"):
+        DeepSORTTracker().load_state_dict(state)
+
+
+def test_core_imports_no_torch_ray_or_kafka() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, ray_deepsort, ray_deepsort.core;"
+        "bad=[m for m in ('torch','ray','kafka','timm','cv2') if m in sys.modules];"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
