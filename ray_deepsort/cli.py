@@ -1,6 +1,6 @@
-"""`ray-deepsort` command line: one subcommand per user task, each implemented in its package.
+"""`ray-deepsort`: one subcommand per user task, each implemented in its own package.
 
-Subcommand modules are imported only when chosen, so `ray-deepsort eval` never pays for Ray.
+Subcommand modules import torch, Ray and Kafka only inside `run`, so `--help` stays instant.
 """
 
 from __future__ import annotations
@@ -12,6 +12,16 @@ import sys
 # name -> (module with `add_arguments(parser)` and `run(args) -> int`, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("ray_deepsort.demo", "run the whole stream job on a synthetic scene, locally"),
+    "stream": ("ray_deepsort.stream.cli", "run the Kafka -> Ray DeepSORT stream job"),
+    "publish": (
+        "ray_deepsort.stream.publish",
+        "publish a video, MOT sequence or synthetic scene to a frames topic",
+    ),
+    "reprocess": (
+        "ray_deepsort.archive.cli",
+        "track an archive of videos or MOTChallenge sequences on a Ray cluster (resumable)",
+    ),
+    "render": ("ray_deepsort.archive.render", "draw tracks from the Parquet output onto a video"),
     "eval": ("ray_deepsort.eval.cli", "track MOTChallenge sequences and print HOTA/IDF1/MOTA"),
 }
 

@@ -39,8 +39,8 @@ class DeepSORTTracker:
         minimum_consecutive_frames: consecutive hits before a track is confirmed and gets an ID.
         minimum_iou_threshold: minimum IoU for the IoU stage (new and just-missed tracks).
         appearance_threshold: largest appearance distance accepted in the cascade (gate).
-        appearance_weight: weight of appearance vs. normalised Mahalanobis distance in the cascade
-            cost (the paper's 1 - λ); 0 makes the cascade motion-only.
+        appearance_weight: weight of appearance vs. overlap (1 - IoU) in the cascade cost; 0
+            makes the cascade motion-only.
         distance_metric: "cosine" or "euclidean" (between unit-length embeddings).
         gallery_budget: features kept per track for nearest-neighbour matching (paper: 100).
         gating_threshold: squared Mahalanobis gate (χ²₀.₉₅ with 4 degrees of freedom).
@@ -166,19 +166,10 @@ class DeepSORTTracker:
         store.age[slots] += steps
         store.time_since_update[slots] += steps
 
-        # Matching cascade over confirmed tracks, then IoU for tentative and just-missed ones.
-        confirmed = slots[store.confirmed[slots]]
-        cost = self._cascade_cost(confirmed, det_xyah, det_class, det_features, det_has_feature)
-        cascade, unmatched_rows, free = matching_cascade(cost, store.time_since_update[confirmed])
-        matches = [np.stack([confirmed[cascade[:, 0]], cascade[:, 1]], axis=1)]
-        missed = confirmed[unmatched_rows]
-        just_missed = missed[store.time_since_update[missed] == steps]
-        iou_slots = np.concatenate([slots[~store.confirmed[slots]], just_missed])
-        iou_cost = self._iou_cost(iou_slots, detections.xyxy[det_index[free]], det_class[free])
-        iou_matches, _, still_free = min_cost_matching(iou_cost)
-        matches.append(np.stack([iou_slots[iou_matches[:, 0]], free[iou_matches[:, 1]]], axis=1))
-        matched = np.concatenate(matches)
-        free = free[still_free]
+        matched, free = self._associate(
+            slots, steps, det_xyah, detections.xyxy[det_index], det_class, det_features,
+            det_has_feature,
+        )  # fmt: skip
 
         self._apply_matches(matched[:, 0], matched[:, 1], det_xyah, det_features, det_has_feature)
         unmatched = np.setdiff1d(slots, matched[:, 0])
@@ -195,6 +186,38 @@ class DeepSORTTracker:
             store.confirmed[out_slots], store.track_id[out_slots], -1
         )
         return tracker_id
+
+    def _associate(
+        self,
+        slots: np.ndarray,
+        steps: int,
+        det_xyah: np.ndarray,
+        det_xyxy: np.ndarray,
+        det_class: np.ndarray,
+        det_features: np.ndarray | None,
+        det_has_feature: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Matches [K, 2] of (slot, detection row) and the detection rows left free.
+
+        Confirmed tracks go through the matching cascade; then tentative tracks and confirmed
+        ones that were seen on the previous frame but missed by the cascade are matched by IoU.
+        """
+        store = self.tracks
+        confirmed = slots[store.confirmed[slots]]
+        cost = self._cascade_cost(confirmed, det_xyah, det_class, det_features, det_has_feature)
+        cascade, missed_rows, free = matching_cascade(cost, store.time_since_update[confirmed])
+        missed = confirmed[missed_rows]
+        just_missed = missed[store.time_since_update[missed] == steps]
+        iou_slots = np.concatenate([slots[~store.confirmed[slots]], just_missed])
+        iou_cost = self._iou_cost(iou_slots, det_xyxy[free], det_class[free])
+        iou_matches, _, still_free = min_cost_matching(iou_cost)
+        matches = np.concatenate(
+            [
+                np.stack([confirmed[cascade[:, 0]], cascade[:, 1]], axis=1),
+                np.stack([iou_slots[iou_matches[:, 0]], free[iou_matches[:, 1]]], axis=1),
+            ]
+        )
+        return matches, free[still_free]
 
     def _features(
         self,
@@ -234,13 +257,22 @@ class DeepSORTTracker:
         det_features: np.ndarray | None,
         det_has_feature: np.ndarray,
     ) -> np.ndarray:
-        """Gated cost [tracks, detections]: w·appearance + (1-w)·Mahalanobis/gate, inf if gated."""
+        """Cost [tracks, detections] of the cascade, inf where a gate forbids the pair.
+
+        As in the paper, Mahalanobis distance is a gate, not a cost (its λ = 0). The cost is
+        w·appearance + (1-w)·(1 - IoU with the predicted box). Pairs without appearance (no
+        embedding, empty gallery) are matched by overlap alone and must reach the IoU threshold;
+        pairs with appearance need not overlap, which is what lets a track come back after an
+        occlusion.
+        """
         store = self.tracks
         mahalanobis = self.kalman_filter.gating_distance(
             store.mean[slots], store.covariance[slots], det_xyah
         )
-        cost = mahalanobis / self.gating_threshold
+        iou = iou_matrix(xyah_to_xyxy(store.mean[slots, :4]), xyah_to_xyxy(det_xyah))
+        cost = 1.0 - iou
         gated = mahalanobis > self.gating_threshold
+        known = np.zeros_like(gated)
         if det_features is not None and self.appearance_weight > 0:
             appearance = store.gallery.distance(slots, det_features)
             appearance[:, ~det_has_feature] = np.nan
@@ -248,6 +280,7 @@ class DeepSORTTracker:
             weight = self.appearance_weight
             cost = np.where(known, weight * appearance + (1 - weight) * cost, cost)
             gated |= known & (appearance > self.appearance_threshold)
+        gated |= ~known & (iou < self.minimum_iou_threshold)
         if not self.class_agnostic:
             gated |= store.class_id[slots][:, None] != det_class[None, :]
         return np.where(gated, np.inf, cost)

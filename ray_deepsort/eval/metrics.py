@@ -106,7 +106,9 @@ def _prepare(gt: GroundTruth, result_rows: np.ndarray, num_frames: int) -> _Prep
     tr_order = np.argsort(result_rows[:, 0], kind="stable")
     tr_frame = result_rows[tr_order, 0].astype(np.int64)
     tr_xywh = result_rows[tr_order, 2:6]
-    tracker_unique, tr_dense = np.unique(result_rows[tr_order, 1].astype(np.int64), return_inverse=True)
+    tracker_unique, tr_dense = np.unique(
+        result_rows[tr_order, 1].astype(np.int64), return_inverse=True
+    )
 
     gt_bounds = _frame_bounds(gt_frame, num_frames)
     tr_bounds = _frame_bounds(tr_frame, num_frames)
@@ -223,7 +225,10 @@ def evaluate_many(
     *,
     threshold: float = 0.5,
 ) -> dict[str, dict[str, float | int]]:
-    """Metrics per sequence plus "COMBINED"; values are `(gt, results)` or `(gt, results, num_frames)`."""
+    """Metrics per sequence plus "COMBINED".
+
+    Values are `(gt, results)` or `(gt, results, num_frames)`, as `evaluate_sequence` takes them.
+    """
     raws: dict[str, RawMetrics] = {}
     for name, entry in sequences.items():
         gt, results = entry[0], entry[1]

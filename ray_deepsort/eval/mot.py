@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import configparser
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,12 +46,16 @@ def _xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
 
 def _split_by_frame(frames: np.ndarray) -> list[tuple[int, np.ndarray]]:
     """(frame, row indices) for each distinct frame, in increasing frame order."""
+    if len(frames) == 0:
+        return []
     order = np.argsort(frames, kind="stable")
     unique, starts = np.unique(frames[order], return_index=True)
-    return [(int(f), idx) for f, idx in zip(unique, np.split(order, starts[1:]))]
+    return [(int(f), idx) for f, idx in zip(unique, np.split(order, starts[1:]), strict=True)]
 
 
-def read_detections(det_txt: str | Path, min_confidence: float | None = None) -> dict[int, Detections]:
+def read_detections(
+    det_txt: str | Path, min_confidence: float | None = None
+) -> dict[int, Detections]:
     """Frame (1-based) -> detections; confidence from column 7, class 0. Empty frames are absent."""
     rows = _load_rows(det_txt)
     if min_confidence is not None:
@@ -116,9 +120,7 @@ class GroundTruth:
             track_id=rows[:, 1].astype(np.int64),
             xywh=rows[:, 2:6].copy(),
             considered=(rows[:, 6] != 0) if columns > 6 else np.ones(m, bool),
-            class_id=(
-                rows[:, 7].astype(np.int64) if has_classes else np.full(m, PEDESTRIAN_CLASS)
-            ),
+            class_id=(rows[:, 7].astype(np.int64) if has_classes else np.full(m, PEDESTRIAN_CLASS)),
             visibility=rows[:, 8].copy() if has_classes else np.ones(m),
             has_classes=has_classes,
         )
@@ -260,11 +262,12 @@ class MotSequence:
     """
 
     path: Path
+    info: SeqInfo = field(init=False)
+    _detections: dict[int, Detections] | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
         self.info = read_seqinfo(self.path)
-        self._detections: dict[int, Detections] | None = None
 
     @property
     def name(self) -> str:
@@ -298,7 +301,7 @@ class MotSequence:
 
     @property
     def frame_source(self) -> str | None:
-        """"images", "video" or None (motion-only)."""
+        """Where frames come from: "images", "video", or None (motion-only)."""
         if self.image_dir is not None:
             return "images"
         if self.video_path is not None:

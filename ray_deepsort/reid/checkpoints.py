@@ -95,9 +95,14 @@ def unwrap_state_dict(raw: object, source: str = "checkpoint") -> dict[str, torc
     return tensors
 
 
-def _is_counter(key: str) -> bool:
-    """BatchNorm step counters: not weights, absent from some exports, ignored when matching."""
-    return key.endswith("num_batches_tracked")
+def _is_counter(key: str, tensor: torch.Tensor) -> bool:
+    """BatchNorm step counters: not weights, absent from some exports, ignored when matching.
+
+    Recognised by name, or, in checkpoints whose names were changed, as an integer scalar.
+    """
+    return key.endswith("num_batches_tracked") or (
+        tensor.ndim == 0 and not tensor.is_floating_point()
+    )
 
 
 def _drop_classifier(
@@ -108,7 +113,7 @@ def _drop_classifier(
     By name, any classifier key unknown to the model goes. By position only trailing ones go
     (classifiers come last), so a trunk layer that happens to be called `fc` is never lost.
     """
-    items = [(k, v) for k, v in checkpoint.items() if not _is_counter(k)]
+    items = [(k, v) for k, v in checkpoint.items() if not _is_counter(k, v)]
     if positional:
         dropped: list[str] = []
         while items and CLASSIFIER_KEY.search(items[-1][0]) and items[-1][0] not in model_keys:
@@ -147,13 +152,13 @@ def match_state_dict(
     Raises ValueError naming the first differing tensor when neither fits.
     """
     model_state = model.state_dict()
-    model_items = [(k, v) for k, v in model_state.items() if not _is_counter(k)]
+    model_items = [(k, v) for k, v in model_state.items() if not _is_counter(k, v)]
     model_keys = {k for k, _ in model_items}
 
     by_name, dropped = (
         _drop_classifier(checkpoint, model_keys, positional=False)
         if drop_classifier
-        else ([(k, v) for k, v in checkpoint.items() if not _is_counter(k)], [])
+        else ([(k, v) for k, v in checkpoint.items() if not _is_counter(k, v)], [])
     )
     if {k for k, _ in by_name} == model_keys:
         named = dict(by_name)
@@ -164,14 +169,15 @@ def match_state_dict(
                     f"the model expects {tuple(tensor.shape)}"
                 )
         full = {
-            k: checkpoint.get(k, v) if _is_counter(k) else named[k] for k, v in model_state.items()
+            k: checkpoint.get(k, v) if _is_counter(k, v) else named[k]
+            for k, v in model_state.items()
         }
         return full, CheckpointLoadResult("name", len(named), dropped)
 
     by_position, dropped = (
         _drop_classifier(checkpoint, model_keys, positional=True)
         if drop_classifier
-        else ([(k, v) for k, v in checkpoint.items() if not _is_counter(k)], [])
+        else ([(k, v) for k, v in checkpoint.items() if not _is_counter(k, v)], [])
     )
     shapes_fit = len(by_position) == len(model_items) and all(
         m.shape == c.shape for (_, m), (_, c) in zip(model_items, by_position, strict=False)
@@ -192,7 +198,7 @@ def match_state_dict(
                 f"{c_name!r} would be loaded into {m_name!r}; refusing a positional mapping"
             )
     mapped = {m_name: c for (m_name, _), (_, c) in zip(model_items, by_position, strict=True)}
-    full = {k: v if _is_counter(k) else mapped[k] for k, v in model_state.items()}
+    full = {k: v if _is_counter(k, v) else mapped[k] for k, v in model_state.items()}
     return full, CheckpointLoadResult("position", len(mapped), dropped)
 
 

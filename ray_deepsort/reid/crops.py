@@ -67,17 +67,39 @@ def aspect_boxes(xyxy: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
     )
 
 
-def frames_to_tensor(frames: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
-    """Same-shape HxWx3 uint8 frames -> float32 [B, 3, H, W] on `device`, channel order kept.
+def sample_region(boxes: np.ndarray, height: int, width: int) -> tuple[int, int, int, int]:
+    """Pixel window (y0, y1, x0, x1) of a frame holding every pixel that crops of `boxes` read.
+
+    Bilinear samples of a box [x1, x2) touch pixel columns floor(x1) - 1 .. ceil(x2); the
+    window is that range clipped to the frame (at least one pixel). Cropping from the window
+    instead of the frame gives the same values (window edges inside the frame are never
+    reached; those on the frame edge are the frame's), and only the window is made float.
+    """
+    x0 = int(np.clip(np.floor(boxes[:, 0].min()) - 1, 0, width - 1))
+    y0 = int(np.clip(np.floor(boxes[:, 1].min()) - 1, 0, height - 1))
+    x1 = int(np.clip(np.ceil(boxes[:, 2].max()) + 1, x0 + 1, width))
+    y1 = int(np.clip(np.ceil(boxes[:, 3].max()) + 1, y0 + 1, height))
+    return y0, y1, x0, x1
+
+
+def frames_to_tensor(
+    frames: Sequence[np.ndarray],
+    device: torch.device,
+    region: tuple[int, int, int, int] | None = None,
+) -> torch.Tensor:
+    """Same-shape HxWx3 uint8 frames -> float32 [B, 3, h, w] on `device`, channel order kept.
 
     Each frame crosses to the device once, as uint8 (a quarter of the float bytes); the float
-    conversion and NCHW layout happen there.
+    conversion and NCHW layout happen there, for the `region` (y0, y1, x0, x1) window only.
     """
     uploaded = [
         torch.from_numpy(np.ascontiguousarray(f)).to(device, non_blocking=True) for f in frames
     ]
-    batch = torch.stack(uploaded).permute(0, 3, 1, 2)
-    return batch.to(dtype=torch.float32, memory_format=torch.contiguous_format)
+    batch = torch.stack(uploaded)
+    if region is not None:
+        y0, y1, x0, x1 = region
+        batch = batch[:, y0:y1, x0:x1]
+    return batch.permute(0, 3, 1, 2).to(dtype=torch.float32, memory_format=torch.contiguous_format)
 
 
 def crop_boxes(

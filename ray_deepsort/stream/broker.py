@@ -124,7 +124,7 @@ def start_broker(
     port, so readiness means: our process is alive and is the one listening.
     """
     binary = broker_binary()
-    last_error = "not started"
+    last_error: str | None = "not started"
     for _ in range(attempts):
         chosen = port if port is not None else free_port(host)
         cluster_id = f"ray-deepsort-{uuid.uuid4().hex[:12]}"
@@ -156,27 +156,37 @@ def start_broker(
             log_path=Path(log_path) if log_path is not None else None,
             _log_file=log_file,
         )
-        deadline = time.monotonic() + startup_timeout_s
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                last_error = f"tansu exited with status {process.returncode} (port {chosen} taken?)"
-                break
-            if _accepts(host, chosen):
-                owners = _listening_pids(chosen, [process.pid])
-                if owners is None or process.pid in owners:
-                    # Give a process that lost a port race a moment to exit before trusting it.
-                    time.sleep(0.05)
-                    if process.poll() is None:
-                        return broker
-                last_error = f"port {chosen} is served by another process"
-                break
-            time.sleep(0.02)
-        else:
-            last_error = f"tansu did not listen on {host}:{chosen} within {startup_timeout_s}s"
+        try:
+            last_error = _wait_until_listening(broker, startup_timeout_s)
+        except BaseException:
+            broker.stop()  # never leave an orphaned broker behind
+            raise
+        if last_error is None:
+            return broker
         broker.stop()
         if port is not None:
             break
     raise BrokerError(f"could not start the local broker: {last_error}")
+
+
+def _wait_until_listening(broker: LocalBroker, timeout_s: float) -> str | None:
+    """None once our process serves the port, else why not (it exited, someone else listens,
+    or the time ran out)."""
+    process, host, port = broker.process, broker.host, broker.port
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return f"tansu exited with status {process.returncode} (port {port} taken?)"
+        if _accepts(host, port):
+            owners = _listening_pids(port, [process.pid])
+            if owners is None or process.pid in owners:
+                # Give a process that lost a port race a moment to exit before trusting it.
+                time.sleep(0.05)
+                if process.poll() is None:
+                    return None
+            return f"port {port} is served by another process"
+        time.sleep(0.02)
+    return f"tansu did not listen on {host}:{port} within {timeout_s}s"
 
 
 def _accepts(host: str, port: int) -> bool:
@@ -222,9 +232,7 @@ def create_topics(
             if name not in existing
         ]
         if new_topics:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(new_topics, timeout_ms=int(timeout_s * 1000))
-            except TopicAlreadyExistsError:
-                pass
     finally:
         admin.close()

@@ -129,7 +129,12 @@ def encode_frame(frame: FrameMessage) -> bytes:
     }
     header_bytes = json.dumps(header, separators=(",", ":"), allow_nan=False).encode("utf-8")
     return b"".join(
-        [PREAMBLE.pack(MAGIC, VERSION, len(header_bytes)), header_bytes, image or b"", embeddings_bytes]
+        [
+            PREAMBLE.pack(MAGIC, VERSION, len(header_bytes)),
+            header_bytes,
+            image or b"",
+            embeddings_bytes,
+        ]
     )
 
 
@@ -150,7 +155,8 @@ def decode_frame(
         )
     if len(value) < PREAMBLE.size:
         raise WireFormatError(
-            "truncated", f"message is {len(value)} bytes, shorter than the {PREAMBLE.size}-byte preamble"
+            "truncated",
+            f"message is {len(value)} bytes, shorter than the {PREAMBLE.size}-byte preamble",
         )
     magic, version, header_length = PREAMBLE.unpack_from(value, 0)
     if magic != MAGIC:
@@ -164,15 +170,16 @@ def decode_frame(
     if body_start > len(value):
         raise WireFormatError(
             "truncated",
-            f"header length {header_length} runs past the end of the "
-            f"{len(value)}-byte message",
+            f"header length {header_length} runs past the end of the {len(value)}-byte message",
         )
     header = _parse_header(value[PREAMBLE.size : body_start])
 
     stream_id = _stream_id(header)
     if key is None:
         if require_key:
-            raise WireFormatError("key_mismatch", "message key is missing; it must be the stream_id")
+            raise WireFormatError(
+                "key_mismatch", "message key is missing; it must be the stream_id"
+            )
     elif key != stream_id.encode("utf-8"):
         raise WireFormatError(
             "key_mismatch",
@@ -202,14 +209,17 @@ def decode_frame(
     if embedding_shape is not None:
         start = body_start + image_length
         embeddings = (
-            np.frombuffer(value, dtype="<f4", count=embedding_shape[0] * embedding_shape[1], offset=start)
+            np.frombuffer(
+                value, dtype="<f4", count=embedding_shape[0] * embedding_shape[1], offset=start
+            )
             .reshape(embedding_shape)
             .astype(np.float32)
         )
         bad = ~np.isfinite(embeddings).all(axis=1)
         if bad.any():
             raise WireFormatError(
-                "bad_embeddings", f"embeddings rows {np.flatnonzero(bad)[:10].tolist()} are not finite"
+                "bad_embeddings",
+                f"embeddings rows {np.flatnonzero(bad)[:10].tolist()} are not finite",
             )
     return FrameMessage(
         stream_id=stream_id,
@@ -234,15 +244,21 @@ def _parse_header(raw: bytes) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise WireFormatError("bad_header", f"header is not UTF-8 ({error.reason} at byte {error.start})") from None
+        raise WireFormatError(
+            "bad_header", f"header is not UTF-8 ({error.reason} at byte {error.start})"
+        ) from None
     try:
         header = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as error:
-        raise WireFormatError("bad_header", f"header is not JSON: {error.msg} at char {error.pos}") from None
+        raise WireFormatError(
+            "bad_header", f"header is not JSON: {error.msg} at char {error.pos}"
+        ) from None
     except RecursionError:
         raise WireFormatError("bad_header", "header JSON is nested too deeply") from None
     if not isinstance(header, dict):
-        raise WireFormatError("bad_header", f"header must be a JSON object, got {_json_type(header)}")
+        raise WireFormatError(
+            "bad_header", f"header must be a JSON object, got {_json_type(header)}"
+        )
     _check_fields(header, _HEADER_FIELDS, "header")
     return header
 
@@ -276,20 +292,28 @@ def _json_type(value: Any) -> str:
 def _stream_id(header: Mapping[str, Any]) -> str:
     stream_id = _require(header, "stream_id")
     if not isinstance(stream_id, str):
-        raise WireFormatError("wrong_type", f"header.stream_id must be a string, got {_json_type(stream_id)}")
+        raise WireFormatError(
+            "wrong_type", f"header.stream_id must be a string, got {_json_type(stream_id)}"
+        )
     if not stream_id or len(stream_id) > MAX_STREAM_ID_LENGTH:
         raise WireFormatError(
-            "bad_value", f"header.stream_id must have 1 to {MAX_STREAM_ID_LENGTH} characters, got {len(stream_id)}"
+            "bad_value",
+            f"header.stream_id must have 1 to {MAX_STREAM_ID_LENGTH} characters, "
+            f"got {len(stream_id)}",
         )
     if any(ord(char) < 0x20 for char in stream_id):
         raise WireFormatError("bad_value", "header.stream_id contains control characters")
     return stream_id
 
 
-def _integer(obj: Mapping[str, Any], name: str, low: int | None = None, where: str = "header") -> int:
+def _integer(
+    obj: Mapping[str, Any], name: str, low: int | None = None, where: str = "header"
+) -> int:
     value = _require(obj, name, where)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise WireFormatError("wrong_type", f"{where}.{name} must be an integer, got {_json_type(value)}")
+        raise WireFormatError(
+            "wrong_type", f"{where}.{name} must be an integer, got {_json_type(value)}"
+        )
     if not _INT64_MIN <= value <= _INT64_MAX or (low is not None and value < low):
         bound = f">= {low}" if low is not None else "a 64-bit integer"
         raise WireFormatError("bad_value", f"{where}.{name} must be {bound}, got {value}")
@@ -299,7 +323,9 @@ def _integer(obj: Mapping[str, Any], name: str, low: int | None = None, where: s
 def _number(obj: Mapping[str, Any], name: str, where: str = "header") -> float:
     value = _require(obj, name, where)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise WireFormatError("wrong_type", f"{where}.{name} must be a number, got {_json_type(value)}")
+        raise WireFormatError(
+            "wrong_type", f"{where}.{name} must be a number, got {_json_type(value)}"
+        )
     value = float(value)
     if not math.isfinite(value):
         raise WireFormatError("bad_number", f"{where}.{name} is not finite")
@@ -309,12 +335,15 @@ def _number(obj: Mapping[str, Any], name: str, where: str = "header") -> float:
 def _image_header(header: Mapping[str, Any]) -> tuple[str, int, int | None, int | None]:
     image = _require(header, "image")
     if not isinstance(image, dict):
-        raise WireFormatError("wrong_type", f"header.image must be an object, got {_json_type(image)}")
+        raise WireFormatError(
+            "wrong_type", f"header.image must be an object, got {_json_type(image)}"
+        )
     _check_fields(image, _IMAGE_FIELDS, "header.image")
     image_format = _require(image, "format", "header.image")
     if image_format not in IMAGE_FORMATS:
         raise WireFormatError(
-            "bad_value", f"header.image.format must be one of {list(IMAGE_FORMATS)}, got {image_format!r}"
+            "bad_value",
+            f"header.image.format must be one of {list(IMAGE_FORMATS)}, got {image_format!r}",
         )
     length = _integer(image, "length", low=0, where="header.image")
     sizes: list[int | None] = []
@@ -327,14 +356,22 @@ def _image_header(header: Mapping[str, Any]) -> tuple[str, int, int | None, int 
             raise WireFormatError("missing_field", f"header.image.{name} is required with an image")
         size = _integer(image, name, low=1, where="header.image")
         if size > MAX_IMAGE_SIDE:
-            raise WireFormatError("bad_value", f"header.image.{name} {size} exceeds {MAX_IMAGE_SIDE}")
+            raise WireFormatError(
+                "bad_value", f"header.image.{name} {size} exceeds {MAX_IMAGE_SIDE}"
+            )
         sizes.append(size)
     if image_format == "none" and length != 0:
-        raise WireFormatError("length_mismatch", f"header.image.length is {length} with format 'none'")
+        raise WireFormatError(
+            "length_mismatch", f"header.image.length is {length} with format 'none'"
+        )
     if image_format != "none" and length == 0:
-        raise WireFormatError("length_mismatch", f"header.image.length is 0 with format {image_format!r}")
+        raise WireFormatError(
+            "length_mismatch", f"header.image.length is 0 with format {image_format!r}"
+        )
     if (sizes[0] is None) != (sizes[1] is None):
-        raise WireFormatError("missing_field", "header.image.width and height must be given together")
+        raise WireFormatError(
+            "missing_field", "header.image.width and height must be given together"
+        )
     return image_format, length, sizes[0], sizes[1]
 
 
@@ -357,7 +394,9 @@ def _number_array(values: Any, where: str, dtype: type) -> np.ndarray:
     if not integral:
         bad = ~np.isfinite(array)
         if bad.any():
-            raise WireFormatError("bad_number", f"{where}[{int(np.flatnonzero(bad)[0])}] is not finite")
+            raise WireFormatError(
+                "bad_number", f"{where}[{int(np.flatnonzero(bad)[0])}] is not finite"
+            )
     return array
 
 
@@ -370,7 +409,9 @@ def _detections(header: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, np.n
     _check_fields(detections, _DETECTION_FIELDS, "header.detections")
     boxes = _require(detections, "xyxy", "header.detections")
     if not isinstance(boxes, list):
-        raise WireFormatError("wrong_type", f"header.detections.xyxy must be an array, got {_json_type(boxes)}")
+        raise WireFormatError(
+            "wrong_type", f"header.detections.xyxy must be an array, got {_json_type(boxes)}"
+        )
     for row, box in enumerate(boxes):
         if not isinstance(box, list) or len(box) != 4:
             got = f"{len(box)} values" if isinstance(box, list) else _json_type(box)
@@ -391,15 +432,20 @@ def _detections(header: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, np.n
         )
     n = len(xyxy)
     confidence = _number_array(
-        _require(detections, "confidence", "header.detections"), "header.detections.confidence", np.float64
+        _require(detections, "confidence", "header.detections"),
+        "header.detections.confidence",
+        np.float64,
     )
     class_id = _number_array(
-        _require(detections, "class_id", "header.detections"), "header.detections.class_id", np.int64
+        _require(detections, "class_id", "header.detections"),
+        "header.detections.class_id",
+        np.int64,
     )
     for name, array in (("confidence", confidence), ("class_id", class_id)):
         if len(array) != n:
             raise WireFormatError(
-                "length_mismatch", f"header.detections.{name} has {len(array)} entries for {n} boxes"
+                "length_mismatch",
+                f"header.detections.{name} has {len(array)} entries for {n} boxes",
             )
     return xyxy.astype(np.float32), confidence.astype(np.float32), class_id
 
@@ -410,26 +456,33 @@ def _embedding_header(header: Mapping[str, Any], num_detections: int) -> tuple[i
         return None
     if not isinstance(embeddings, dict):
         raise WireFormatError(
-            "wrong_type", f"header.embeddings must be an object or null, got {_json_type(embeddings)}"
+            "wrong_type",
+            f"header.embeddings must be an object or null, got {_json_type(embeddings)}",
         )
     _check_fields(embeddings, _EMBEDDING_FIELDS, "header.embeddings")
     dtype = _require(embeddings, "dtype", "header.embeddings")
     if dtype != "float32":
-        raise WireFormatError("bad_value", f"header.embeddings.dtype must be 'float32', got {dtype!r}")
+        raise WireFormatError(
+            "bad_value", f"header.embeddings.dtype must be 'float32', got {dtype!r}"
+        )
     shape = _require(embeddings, "shape", "header.embeddings")
     if (
         not isinstance(shape, list)
         or len(shape) != 2
         or any(isinstance(v, bool) or not isinstance(v, int) for v in shape)
     ):
-        raise WireFormatError("wrong_type", f"header.embeddings.shape must be [N, D] integers, got {shape!r}")
+        raise WireFormatError(
+            "wrong_type", f"header.embeddings.shape must be [N, D] integers, got {shape!r}"
+        )
     rows, dim = shape
     if rows != num_detections:
         raise WireFormatError(
             "length_mismatch", f"header.embeddings.shape has {rows} rows for {num_detections} boxes"
         )
     if not 1 <= dim <= MAX_EMBEDDING_DIM:
-        raise WireFormatError("bad_value", f"header.embeddings.shape D must be in [1, {MAX_EMBEDDING_DIM}], got {dim}")
+        raise WireFormatError(
+            "bad_value", f"header.embeddings.shape D must be in [1, {MAX_EMBEDDING_DIM}], got {dim}"
+        )
     return rows, dim
 
 
@@ -483,7 +536,8 @@ def _check_image(image: bytes, image_format: str, width: int | None, height: int
     if (width, height) != actual:
         raise WireFormatError(
             "bad_image",
-            f"header says {width}x{height} but the {image_format.upper()} is {actual[0]}x{actual[1]}",
+            f"header says {width}x{height} but the {image_format.upper()} is "
+            f"{actual[0]}x{actual[1]}",
         )
 
 
@@ -512,7 +566,9 @@ def encode_result(
         "timestamp": float(timestamp),
         "tracks": [
             {"tracker_id": t, "detection_index": d, "xyxy": b, "confidence": c, "class_id": k}
-            for t, d, b, c, k in zip(tracker_id, detection_index, xyxy, confidence, class_id)
+            for t, d, b, c, k in zip(
+                tracker_id, detection_index, xyxy, confidence, class_id, strict=True
+            )
         ],
         "source": dict(source) if source is not None else None,
     }

@@ -91,7 +91,7 @@ def random_appearances(
         for i in range(count)
     ]
     # Look-alikes: copy the shirt of an earlier identity, change trousers and stripe width.
-    num_similar = int(round(similar_fraction * count / 2))
+    num_similar = round(similar_fraction * count / 2)
     for pair in range(min(num_similar, count // 2)):
         source, target = 2 * pair, 2 * pair + 1
         other_trousers = (trouser_rows[source] + 1 + rng.integers(0, len(TROUSER_PALETTE) - 1)) % (
@@ -159,7 +159,7 @@ def draw_person(
     frame: np.ndarray, texture: np.ndarray, mask: np.ndarray, box_xyxy: np.ndarray
 ) -> None:
     """Resize one canonical texture onto its box (clipped to the frame), in place."""
-    x1, y1, x2, y2 = (int(round(float(v))) for v in box_xyxy)
+    x1, y1, x2, y2 = (round(float(v)) for v in box_xyxy)
     box_w, box_h = x2 - x1, y2 - y1
     frame_h, frame_w = frame.shape[:2]
     cx1, cy1, cx2, cy2 = max(x1, 0), max(y1, 0), min(x2, frame_w), min(y2, frame_h)
@@ -170,9 +170,7 @@ def draw_person(
         mask.view(np.uint8), (box_w, box_h), interpolation=cv2.INTER_NEAREST
     ).astype(bool)
     window = (slice(cy1 - y1, cy2 - y1), slice(cx1 - x1, cx2 - x1))
-    np.copyto(
-        frame[cy1:cy2, cx1:cx2], resized[window], where=resized_mask[window][..., None]
-    )
+    np.copyto(frame[cy1:cy2, cx1:cx2], resized[window], where=resized_mask[window][..., None])
 
 
 def make_background(
@@ -207,7 +205,9 @@ def make_background(
     return np.clip(background, 0, 255).astype(np.uint8)
 
 
-def make_occluder_patch(rng: np.random.Generator, width: int, height: int, pillar: bool) -> np.ndarray:
+def make_occluder_patch(
+    rng: np.random.Generator, width: int, height: int, pillar: bool
+) -> np.ndarray:
     """Opaque grey concrete pillar (shaded edges) or a low brick-coloured wall."""
     cols = np.arange(width, dtype=np.float32)[None, :]
     rows = np.arange(height, dtype=np.float32)[:, None]

@@ -37,8 +37,10 @@ from ray_deepsort.synthetic.render import (
 
 # Raster downscale used to measure visibility (boxes are at least ~24 px wide, so 2 px is ample).
 _VISIBILITY_SCALE = 2
-# Frames of slack kept between the guaranteed hidden run and the theoretical one (box rounding).
-_HIDDEN_MARGIN_FRAMES = 8
+# Frames added to min_hidden_frames for scripted walkers (absorbs box and raster rounding).
+_HIDDEN_MARGIN_FRAMES = 2
+# Frames a scripted walker is fully in view before it starts to disappear behind its pillar.
+_VISIBLE_LEAD_FRAMES = 10
 
 
 @dataclass(frozen=True)
@@ -87,16 +89,17 @@ class Occluder:
     pillar: bool
 
 
-@dataclass
+@dataclass(eq=False)
 class SyntheticScene:
     """One camera's scene: trajectories, visibility, ground truth, detections and frames."""
 
     config: SceneConfig
-    boxes: np.ndarray = field(init=False)  # [F, N, 4] float32 xyxy of every person
-    present: np.ndarray = field(init=False)  # [F, N] bool: box overlaps the picture
-    visibility: np.ndarray = field(init=False)  # [F, N] float32 in [0, 1], 0 where absent
-    occluders: list[Occluder] = field(init=False)
-    occluded_walker_ids: np.ndarray = field(init=False)  # 1-based ids of the scripted walkers
+    # Filled in from the config (index = person id - 1, frames 0-based):
+    boxes: np.ndarray = field(init=False, repr=False)  # [F, N, 4] float32 xyxy
+    present: np.ndarray = field(init=False, repr=False)  # [F, N] bool: box overlaps the picture
+    visibility: np.ndarray = field(init=False, repr=False)  # [F, N] float32, 0 where absent
+    occluders: list[Occluder] = field(init=False, repr=False)
+    occluded_walker_ids: np.ndarray = field(init=False, repr=False)  # ids of scripted walkers
 
     def __post_init__(self) -> None:
         cfg = self.config
@@ -156,14 +159,14 @@ class SyntheticScene:
         for k in range(n):
             center = (0.15 + 0.7 * (k + 0.5) / n + rng.uniform(-0.04, 0.04)) * cfg.width
             width = rng.uniform(0.11, 0.14) * cfg.width
-            x1 = max(int(round(center - width / 2)), 0)
-            x2 = min(int(round(center + width / 2)), cfg.width)
+            x1 = max(round(center - width / 2), 0)
+            x2 = min(round(center + width / 2), cfg.width)
             occluders.append(Occluder((x1, 0, x2, cfg.height), pillar=True))
         for _ in range(cfg.num_low_walls):
             width = rng.uniform(0.18, 0.28) * cfg.width
-            x1 = int(round(rng.uniform(0.0, cfg.width - width)))
-            top = int(round(rng.uniform(0.84, 0.9) * cfg.height))
-            x2 = min(int(round(x1 + width)), cfg.width)
+            x1 = round(rng.uniform(0.0, cfg.width - width))
+            top = round(rng.uniform(0.84, 0.9) * cfg.height)
+            x2 = min(round(x1 + width), cfg.width)
             occluders.append(Occluder((x1, top, x2, cfg.height), pillar=False))
         return occluders
 
@@ -184,25 +187,30 @@ class SyntheticScene:
         alive = np.zeros((num_frames, n), bool)
         frames = np.arange(num_frames, dtype=np.float64)[:, None]
 
-        # Scripted walkers: straight, constant-depth walk through the middle of a pillar, slow
-        # enough that the box stays inside the pillar for min_hidden_frames (plus a margin).
+        # Scripted walkers: straight, constant-depth walk through the middle of a pillar at a
+        # speed that keeps the box inside the pillar for a bit more than min_hidden_frames: long
+        # enough to need appearance, short enough for a default track lifetime (30 frames).
         if num_walkers:
-            heights = rng.uniform(0.15, 0.5, num_walkers) * (
-                cfg.max_box_height - cfg.min_box_height
-            ) + cfg.min_box_height
+            heights = (
+                rng.uniform(0.3, 0.6, num_walkers) * (cfg.max_box_height - cfg.min_box_height)
+                + cfg.min_box_height
+            )
             widths = cfg.aspect_ratio * heights
             pillar_index = np.arange(num_walkers) % len(pillars)
             pillar_x1 = np.array([pillars[k].xyxy[0] for k in pillar_index], np.float64)
             pillar_x2 = np.array([pillars[k].xyxy[2] for k in pillar_index], np.float64)
             slack = np.maximum(pillar_x2 - pillar_x1 - widths, 1.0)
-            max_speed = slack / (cfg.min_hidden_frames + _HIDDEN_MARGIN_FRAMES)
-            speed = np.minimum(rng.uniform(0.6, 1.0, num_walkers) * max_speed, 2.5)
+            hidden_frames = cfg.min_hidden_frames + rng.uniform(
+                _HIDDEN_MARGIN_FRAMES, _HIDDEN_MARGIN_FRAMES + 3, num_walkers
+            )
+            speed = slack / hidden_frames
             direction = np.where(rng.random(num_walkers) < 0.5, -1.0, 1.0)
-            half_hidden = 0.5 * slack / speed
-            low = np.minimum(half_hidden + 2, num_frames / 2)
-            high = np.maximum(num_frames - 1 - half_hidden - 2, num_frames / 2)
-            crossing = low + (high - low) * (np.arange(num_walkers) + rng.uniform(0.2, 0.8,
-                num_walkers)) / num_walkers
+            # Cross so that the walker is seen in full for a while before and after hiding.
+            lead = 0.5 * slack / speed + widths / speed + _VISIBLE_LEAD_FRAMES
+            low = np.minimum(lead, num_frames / 2)
+            high = np.maximum(num_frames - 1 - lead, num_frames / 2)
+            slots = (np.arange(num_walkers) + rng.uniform(0.2, 0.8, num_walkers)) / num_walkers
+            crossing = low + (high - low) * slots[rng.permutation(num_walkers)]
             center = 0.5 * (pillar_x1 + pillar_x2)
             feet_x[:, walkers] = center + direction * speed * (frames - crossing)
             feet_y[:, walkers] = self._feet_row_for_height(heights)
@@ -238,13 +246,17 @@ class SyntheticScene:
                 x = np.where(active, x + vx * scale, x)
                 y = np.where(active, y + vy * scale, y)
                 # Depth limits: walk back (reflect position, heading and velocity).
-                for limit, outward in ((self._far_row, y < self._far_row),
-                                       (self._near_row, y > self._near_row)):
+                for limit, outward in (
+                    (self._far_row, y < self._far_row),
+                    (self._near_row, y > self._near_row),
+                ):
                     y = np.where(outward, 2 * limit - y, y)
                     vy = np.where(outward, -vy, vy)
                     preferred_vy = np.where(outward, -preferred_vy, preferred_vy)
                 half_w = 0.5 * cfg.aspect_ratio * self._height_at(y)
-                turn = bouncing & (((x - half_w < 0) & (vx < 0)) | ((x + half_w > width) & (vx > 0)))
+                turn = bouncing & (
+                    ((x - half_w < 0) & (vx < 0)) | ((x + half_w > width) & (vx > 0))
+                )
                 vx = np.where(turn, -vx, vx)
                 preferred_vx = np.where(turn, -preferred_vx, preferred_vx)
                 gone = ((x + half_w < 0) & (vx < 0)) | ((x - half_w > width) & (vx > 0))
@@ -257,7 +269,8 @@ class SyntheticScene:
         raster_h, raster_w = -(-cfg.height // s), -(-cfg.width // s)
         raster_boxes = np.round(self.boxes / s).astype(np.int64)
         areas = np.maximum(
-            (raster_boxes[..., 2] - raster_boxes[..., 0]) * (raster_boxes[..., 3] - raster_boxes[..., 1]),
+            (raster_boxes[..., 2] - raster_boxes[..., 0])
+            * (raster_boxes[..., 3] - raster_boxes[..., 1]),
             1,
         )
         clipped = raster_boxes.copy()
@@ -286,7 +299,7 @@ class SyntheticScene:
 
     @property
     def ground_truth(self) -> np.ndarray:
-        """MOT16/17 rows [M, 9]: frame (1-based), id, x, y, w, h, consider, class (1), visibility."""
+        """MOT16/17 rows [M, 9]: frame (1-based), id, x, y, w, h, consider, class 1, visibility."""
         frame_index, person = np.nonzero(self.present)
         boxes = self.boxes[frame_index, person].astype(np.float64)
         visibility = self.visibility[frame_index, person].astype(np.float64)
@@ -327,11 +340,11 @@ class SyntheticScene:
     # ----------------------------------------------------------------------------- sensing
 
     def detections(self, i: int) -> Detections:
-        """Noisy detector output for frame `i` (0-based); `data["gt_id"]` is -1 for false positives."""
+        """Noisy detector output for frame `i` (0-based); `data["gt_id"]` is -1 for false boxes."""
         cfg = self._check_index(i)
         rng = np.random.default_rng([cfg.seed, 0x6465, i])
         n = cfg.num_objects
-        # Draw fixed-size arrays first so each frame's randomness does not depend on the scene state.
+        # Fixed-size draws first, so one frame's randomness does not depend on who is visible.
         miss_draw = rng.random(n)
         box_noise = rng.normal(0.0, 1.0, (n, 4))
         confidence_noise = rng.normal(0.0, 1.0, n)
@@ -347,7 +360,9 @@ class SyntheticScene:
         true_boxes = np.column_stack(
             [cx - widths / 2, cy - heights / 2, cx + widths / 2, cy + heights / 2]
         )[keep]
-        true_confidence = np.clip(0.6 + 0.35 * visibility + 0.07 * confidence_noise, 0.3, 0.999)[keep]
+        true_confidence = np.clip(0.6 + 0.35 * visibility + 0.07 * confidence_noise, 0.3, 0.999)[
+            keep
+        ]
         true_ids = np.flatnonzero(keep) + 1
 
         num_false = int(rng.poisson(cfg.false_positives_per_frame))
@@ -356,7 +371,12 @@ class SyntheticScene:
         false_widths = cfg.aspect_ratio * false_heights * rng.uniform(0.8, 1.25, num_false)
         false_cx = rng.uniform(0, cfg.width, num_false)
         false_boxes = np.column_stack(
-            [false_cx - false_widths / 2, feet_y - false_heights, false_cx + false_widths / 2, feet_y]
+            [
+                false_cx - false_widths / 2,
+                feet_y - false_heights,
+                false_cx + false_widths / 2,
+                feet_y,
+            ]
         )
         false_confidence = np.clip(rng.beta(2.0, 3.0, num_false), 0.05, 0.95)
 
@@ -384,12 +404,12 @@ class SyntheticScene:
             draw_person(
                 image, self._textures[person], self._texture_masks[person], self.boxes[i, person]
             )
-        for occluder, patch in zip(self.occluders, self._occluder_patches):
+        for occluder, patch in zip(self.occluders, self._occluder_patches, strict=True):
             x1, y1, x2, y2 = occluder.xyxy
             image[y1:y2, x1:x2] = patch
         if cfg.pixel_noise_std > 0:
             rng = np.random.default_rng([cfg.seed, 0x6E6F, i])
-            noise = rng.normal(0.0, cfg.pixel_noise_std, image.shape[:2] + (1,))
+            noise = rng.normal(0.0, cfg.pixel_noise_std, (*image.shape[:2], 1))
             image = np.clip(image + noise, 0, 255).astype(np.uint8)
         return image
 
@@ -475,7 +495,9 @@ class SyntheticScene:
             image_dir = seq_dir / "img1"
             image_dir.mkdir(exist_ok=True)
             for i, image in enumerate(self.frames()):
-                cv2.imwrite(str(image_dir / f"{i + 1:06d}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+                cv2.imwrite(
+                    str(image_dir / f"{i + 1:06d}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 95]
+                )
         return seq_dir
 
 

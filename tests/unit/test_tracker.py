@@ -127,13 +127,19 @@ def test_tracks_never_match_across_classes_unless_agnostic() -> None:
 
 def test_frame_index_gaps_are_predicted_across() -> None:
     tracker = DeepSORTTracker(minimum_consecutive_frames=1)
-    # Fast object (30 px/frame); frames 6..9 are dropped upstream.
-    ids = [walk_one(tracker, i, 30.0) for i in range(6)]
-    ids.append(walk_one(tracker, 10, 30.0))
+    # 12 px/frame; frames 6..9 are dropped upstream: it reappears 60 px (1.5 widths) away,
+    # where only a prediction over all five steps still overlaps it.
+    ids = [walk_one(tracker, i, 12.0) for i in range(6)]
+    ids.append(walk_one(tracker, 10, 12.0))
     assert ids == [1] * 7
     assert tracker.tracks.time_since_update[tracker.tracks.active()].tolist() == [0]
     with pytest.raises(ValueError, match="does not follow"):
         tracker.update(dets([[0, 0]]), frame_index=10)
+    # Without frame indexes the filter predicts one step only and loses the object.
+    blind = DeepSORTTracker(minimum_consecutive_frames=1)
+    for i in range(6):
+        blind.update(dets([[100 + 12.0 * i, 200]]))
+    assert blind.update(dets([[220, 200]])).tracker_id.tolist() == [2]
 
 
 def walk_one(tracker: DeepSORTTracker, index: int, speed: float) -> int:

@@ -1,0 +1,231 @@
+"""Thin Ray actor shells around `FrameEmbedder` and `TrackerShard`, and where to place them.
+
+Placement is decided from `ray.cluster_resources()` before any actor is created: an actor asking
+for a GPU on a cluster without one would stay pending forever without an error, so embedders
+get `num_gpus=1` only when the cluster has GPUs, and a plan that cannot fit fails fast with a
+message that says what to change.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ray_deepsort.pipeline.embedder import ModelSpec
+
+
+class PlacementError(RuntimeError):
+    """The requested actors cannot be scheduled on this cluster (or did not start in time)."""
+
+
+@dataclass(frozen=True)
+class ActorPlan:
+    """How many actors of each kind, and the resources each one asks for."""
+
+    use_gpu: bool
+    num_embedders: int
+    embedder_num_cpus: float
+    embedder_num_gpus: float
+    num_shards: int
+    shard_num_cpus: float
+
+    def describe(self) -> str:
+        if self.num_embedders:
+            where = "GPU" if self.use_gpu else "CPU"
+            gpu = f" + {self.embedder_num_gpus:g} GPU" if self.use_gpu else ""
+            embedders = (
+                f"{self.num_embedders} {where} embedder(s) x {self.embedder_num_cpus:g} CPU{gpu}"
+            )
+        else:
+            embedders = "0 embedders (no ReID)"
+        return f"{embedders}, {self.num_shards} tracker shard(s) x {self.shard_num_cpus:g} CPU"
+
+
+def plan_actors(
+    cluster_resources: Mapping[str, float],
+    *,
+    reid_enabled: bool,
+    num_shards: int,
+    num_embedders: int = 0,
+    embedder_num_cpus: float = 1.0,
+    shard_num_cpus: float = 0.5,
+    use_gpu: str | bool = "auto",
+) -> ActorPlan:
+    """Choose embedder placement from the cluster's resources and check that everything fits.
+
+    `num_embedders=0` means one per GPU, or a single CPU embedder on a cluster without GPUs.
+    `use_gpu`: "auto" (GPUs when the cluster has any), True (require them) or False (CPU only).
+    """
+    if num_shards < 1:
+        raise PlacementError(f"num_shards must be >= 1, got {num_shards}")
+    gpus = float(cluster_resources.get("GPU", 0.0))
+    cpus = float(cluster_resources.get("CPU", 0.0))
+    gpu = gpus >= 1 if use_gpu == "auto" else bool(use_gpu)
+    if gpu and gpus < 1:
+        raise PlacementError("use_gpu is true but the cluster has no GPU")
+    embedders = 0
+    if reid_enabled:
+        embedders = num_embedders or (math.floor(gpus) if gpu else 1)
+        if gpu and embedders > math.floor(gpus):
+            raise PlacementError(f"{embedders} GPU embedders requested, cluster has {gpus:g} GPUs")
+    plan = ActorPlan(
+        use_gpu=gpu and embedders > 0,
+        num_embedders=embedders,
+        embedder_num_cpus=embedder_num_cpus,
+        embedder_num_gpus=1.0 if gpu and embedders > 0 else 0.0,
+        num_shards=num_shards,
+        shard_num_cpus=shard_num_cpus,
+    )
+    needed = embedders * embedder_num_cpus + num_shards * shard_num_cpus
+    if needed > cpus + 1e-9:
+        raise PlacementError(
+            f"{plan.describe()} need {needed:g} CPUs, the cluster has {cpus:g}: lower "
+            "actors.num_shards / actors.shard_num_cpus / actors.embedder_num_cpus or add nodes"
+        )
+    return plan
+
+
+class EmbedderActor:
+    """Ray actor body: loads the ReID model once, then embeds batches of frames.
+
+    `metrics_tags` label its `deepsort_embed_batch_size` histogram (default actor="embedder").
+    """
+
+    def __init__(self, spec: ModelSpec, metrics_tags: Mapping[str, str] | None = None) -> None:
+        from ray_deepsort.pipeline.embedder import FrameEmbedder, load_reid_model
+
+        self.embedder = FrameEmbedder(load_reid_model(spec))
+        self._histogram: Any = None
+        tags = {"actor": "embedder", **{str(k): str(v) for k, v in (metrics_tags or {}).items()}}
+        try:
+            from ray.util.metrics import Histogram
+
+            self._histogram = Histogram(
+                "deepsort_embed_batch_size",
+                description="Crops per embedder forward request",
+                boundaries=[1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
+                tag_keys=tuple(sorted(tags)),
+            )
+            self._histogram.set_default_tags(tags)
+        except Exception:  # metrics are optional (e.g. outside a Ray worker)
+            self._histogram = None
+
+    def ready(self) -> int:
+        return int(self.embedder.model.embedding_dim)
+
+    def embed(self, items: list[Any]) -> Any:
+        result = self.embedder.embed(items)
+        if self._histogram is not None:
+            try:
+                self._histogram.observe(result.num_crops)
+            except Exception:  # never fail a batch over a metric
+                self._histogram = None
+        return result
+
+
+class TrackerShardActor:
+    """Ray actor body around `TrackerShard`; embedder results arrive as resolved arguments."""
+
+    def __init__(
+        self, tracker_params: Mapping[str, Any], shard_index: int, num_shards: int
+    ) -> None:
+        from ray_deepsort.pipeline.tracker_shard import TrackerShard
+
+        self.shard = TrackerShard(tracker_params, shard_index, num_shards)
+
+    def ready(self) -> int:
+        return self.shard.shard_index
+
+    def process(self, requests: list[Any], *embed_results: Any) -> Any:
+        return self.shard.process(requests, embed_results)
+
+    def drop_streams(self, stream_ids: list[str]) -> int:
+        return self.shard.drop_streams(stream_ids)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.shard.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.shard.load_state_dict(state)
+
+
+@dataclass
+class ActorPool:
+    """The started actors of one job run."""
+
+    plan: ActorPlan
+    embedders: list[Any]
+    shards: list[Any]
+    embedding_dim: int | None
+
+    def kill(self) -> None:
+        import ray
+
+        for actor in [*self.embedders, *self.shards]:
+            ray.kill(actor)
+
+
+def start_actors(
+    plan: ActorPlan,
+    model: ModelSpec,
+    tracker_params: Mapping[str, Any],
+    start_timeout_s: float = 300.0,
+    name_prefix: str | None = None,
+) -> ActorPool:
+    """Create the actors of `plan` and wait until every one has started (model loaded).
+
+    Raises `PlacementError` instead of waiting forever when an actor stays pending.
+    """
+    import ray
+
+    embedder_cls = ray.remote(EmbedderActor)
+    shard_cls = ray.remote(TrackerShardActor)
+    embedders = []
+    for k in range(plan.num_embedders):
+        options: dict[str, Any] = {
+            "num_cpus": plan.embedder_num_cpus,
+            "num_gpus": plan.embedder_num_gpus,
+        }
+        if name_prefix:
+            options["name"] = f"{name_prefix}-embedder-{k}"
+        spec = model if plan.use_gpu or model.device != "auto" else _cpu_spec(model)
+        embedders.append(embedder_cls.options(**options).remote(spec, {"actor": f"embedder-{k}"}))
+    shards = []
+    for k in range(plan.num_shards):
+        options = {"num_cpus": plan.shard_num_cpus}
+        if name_prefix:
+            options["name"] = f"{name_prefix}-shard-{k}"
+        shards.append(shard_cls.options(**options).remote(dict(tracker_params), k, plan.num_shards))
+    pool = ActorPool(plan=plan, embedders=embedders, shards=shards, embedding_dim=None)
+    pending = {actor.ready.remote(): f"embedder {k}" for k, actor in enumerate(embedders)}
+    pending.update({actor.ready.remote(): f"tracker shard {k}" for k, actor in enumerate(shards)})
+    deadline = time.monotonic() + start_timeout_s
+    try:
+        while pending:
+            ready, _ = ray.wait(
+                list(pending), num_returns=1, timeout=max(0.0, deadline - time.monotonic())
+            )
+            if not ready:
+                raise PlacementError(
+                    f"{', '.join(sorted(pending.values()))} did not start within "
+                    f"{start_timeout_s:g}s ({plan.describe()}); check `ray status` for pending "
+                    "resource demands"
+                )
+            name = pending.pop(ready[0])
+            value = ray.get(ready[0])
+            if name.startswith("embedder"):
+                pool.embedding_dim = int(value)
+    except BaseException:
+        pool.kill()
+        raise
+    return pool
+
+
+def _cpu_spec(model: ModelSpec) -> ModelSpec:
+    """A CPU embedder must not pick up a GPU it was not given (device "auto" -> "cpu")."""
+    from dataclasses import replace
+
+    return replace(model, device="cpu")

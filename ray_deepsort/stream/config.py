@@ -1,0 +1,343 @@
+"""Stream job configuration: one TOML file with documented defaults, plus `--set` overrides.
+
+Every key is documented in docs/streaming.md; `jobs/stream.toml` is the default file. Unknown
+sections or keys are errors (a typo must not silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+# kafka-python settings for TLS and SASL, passed as they are to consumer, producer and admin.
+SECURITY_KEYS = frozenset(
+    {
+        "security_protocol",
+        "ssl_check_hostname",
+        "ssl_cafile",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_crlfile",
+        "ssl_password",
+        "ssl_ciphers",
+        "sasl_mechanism",
+        "sasl_plain_username",
+        "sasl_plain_password",
+        "sasl_kerberos_name",
+        "sasl_kerberos_service_name",
+        "sasl_kerberos_domain_name",
+    }
+)
+_SECRET_KEYS = frozenset({"ssl_password", "sasl_plain_password"})
+
+
+class ConfigError(ValueError):
+    """A config file or override that is not valid; the message names the key."""
+
+
+@dataclass
+class KafkaConfig:
+    bootstrap_servers: str = "127.0.0.1:9092"
+    frames_topics: list[str] = field(default_factory=lambda: ["frames"])
+    results_topic: str = "tracks"
+    dead_letter_topic: str = "frames-dlq"
+    group_id: str = "ray-deepsort"
+    client_id: str = "ray-deepsort-stream"
+    auto_offset_reset: str = "earliest"
+    session_timeout_ms: int = 6000
+    heartbeat_interval_ms: int = 1000
+    max_poll_interval_ms: int = 300_000
+    max_partition_fetch_bytes: int = 8 * 1024 * 1024
+    max_message_bytes: int = 16 * 1024 * 1024
+    create_topics: bool = False
+    topic_partitions: int = 4
+    security: dict[str, Any] = field(default_factory=dict)
+    consumer: dict[str, Any] = field(default_factory=dict)
+    producer: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "mobilenetv2_100"
+    checkpoint: str = ""
+    pretrained: bool = True
+    device: str = "auto"
+    input_height: int = 256
+    input_width: int = 128
+    forward_batch_size: int = 0
+
+
+@dataclass
+class BatchConfig:
+    max_frames: int = 64
+    max_wait_ms: int = 50
+    max_embed_crops: int = 128
+    max_inflight_batches: int = 4
+
+
+@dataclass
+class ActorsConfig:
+    num_shards: int = 2
+    num_embedders: int = 0
+    use_gpu: str = "auto"
+    embedder_num_cpus: float = 1.0
+    shard_num_cpus: float = 0.5
+    start_timeout_s: float = 300.0
+
+
+@dataclass
+class TrackerConfig:
+    lost_track_buffer: int = 30
+    frame_rate: float = 30.0
+    track_activation_threshold: float = 0.25
+    minimum_consecutive_frames: int = 3
+    minimum_iou_threshold: float = 0.3
+    appearance_threshold: float = 0.7
+    appearance_weight: float = 0.5
+    distance_metric: str = "cosine"
+    gallery_budget: int = 100
+    class_agnostic: bool = False
+
+    def params(self) -> dict[str, Any]:
+        """Keyword arguments for `DeepSORTTracker`."""
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class OutputConfig:
+    path: str = "output/stream"
+    compression: str = "zstd"
+    include_unconfirmed: bool = False
+    fsync: bool = True
+
+
+@dataclass
+class JobConfig:
+    commit_interval_s: float = 0.0
+    progress_interval_s: float = 10.0
+    max_idle_s: float = 0.0
+    expected_frames: int = 0
+    stop_after_batches: int = 0
+    fail_after_batches: int = 0
+    metrics: bool = True
+
+
+@dataclass
+class RayConfig:
+    address: str = ""
+    namespace: str = "ray-deepsort"
+
+
+@dataclass
+class StreamConfig:
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    actors: ActorsConfig = field(default_factory=ActorsConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    job: JobConfig = field(default_factory=JobConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+    @property
+    def reid_enabled(self) -> bool:
+        """Whether frames without precomputed embeddings are embedded (model "none": never)."""
+        return self.model.name.lower() != "none" and self.tracker.appearance_weight > 0
+
+    def validate(self) -> StreamConfig:
+        """Check ranges and combinations; returns self."""
+        kafka = self.kafka
+        if not kafka.frames_topics:
+            raise ConfigError("kafka.frames_topics must name at least one topic")
+        if kafka.dead_letter_topic and kafka.dead_letter_topic in kafka.frames_topics:
+            raise ConfigError("kafka.dead_letter_topic must differ from the frames topics")
+        if kafka.results_topic and kafka.results_topic in kafka.frames_topics:
+            raise ConfigError("kafka.results_topic must differ from the frames topics")
+        if kafka.auto_offset_reset not in ("earliest", "latest"):
+            raise ConfigError("kafka.auto_offset_reset must be 'earliest' or 'latest'")
+        unknown = set(kafka.security) - SECURITY_KEYS
+        if unknown:
+            raise ConfigError(
+                f"kafka.security has unknown key(s) {sorted(unknown)}; "
+                f"known: {sorted(SECURITY_KEYS)}"
+            )
+        positive = {
+            "kafka.max_message_bytes": kafka.max_message_bytes,
+            "kafka.topic_partitions": kafka.topic_partitions,
+            "batch.max_frames": self.batch.max_frames,
+            "batch.max_embed_crops": self.batch.max_embed_crops,
+            "batch.max_inflight_batches": self.batch.max_inflight_batches,
+            "actors.num_shards": self.actors.num_shards,
+            "actors.start_timeout_s": self.actors.start_timeout_s,
+        }
+        for name, value in positive.items():
+            if value <= 0:
+                raise ConfigError(f"{name} must be > 0, got {value}")
+        non_negative = {
+            "batch.max_wait_ms": self.batch.max_wait_ms,
+            "model.forward_batch_size": self.model.forward_batch_size,
+            "actors.num_embedders": self.actors.num_embedders,
+            "actors.embedder_num_cpus": self.actors.embedder_num_cpus,
+            "actors.shard_num_cpus": self.actors.shard_num_cpus,
+            "job.commit_interval_s": self.job.commit_interval_s,
+            "job.progress_interval_s": self.job.progress_interval_s,
+            "job.max_idle_s": self.job.max_idle_s,
+            "job.expected_frames": self.job.expected_frames,
+            "job.stop_after_batches": self.job.stop_after_batches,
+            "job.fail_after_batches": self.job.fail_after_batches,
+        }
+        for name, value in non_negative.items():
+            if value < 0:
+                raise ConfigError(f"{name} must be >= 0, got {value}")
+        if str(self.actors.use_gpu).lower() not in ("auto", "true", "false"):
+            raise ConfigError("actors.use_gpu must be 'auto', true or false")
+        if not self.output.path:
+            raise ConfigError("output.path must be set")
+        # The tracker itself checks its parameter ranges.
+        from ray_deepsort.core import DeepSORTTracker
+
+        try:
+            DeepSORTTracker(**self.tracker.params())
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"tracker: {error}") from None
+        return self
+
+    def to_dict(self, redact: bool = True) -> dict[str, Any]:
+        """Plain dict (for logs and summaries); passwords are masked unless `redact=False`."""
+        data = dataclasses.asdict(self)
+        if redact:
+            security = data["kafka"]["security"]
+            for key in _SECRET_KEYS & set(security):
+                security[key] = "***"
+        return data
+
+    def use_gpu_setting(self) -> str | bool:
+        value = str(self.actors.use_gpu).lower()
+        return "auto" if value == "auto" else value == "true"
+
+
+_SECTIONS: dict[str, type] = {
+    "kafka": KafkaConfig,
+    "model": ModelConfig,
+    "batch": BatchConfig,
+    "actors": ActorsConfig,
+    "tracker": TrackerConfig,
+    "output": OutputConfig,
+    "job": JobConfig,
+    "ray": RayConfig,
+}
+_FREE_TABLES = {("kafka", "security"), ("kafka", "consumer"), ("kafka", "producer")}
+
+
+def _coerce(section: str, key: str, value: Any, expected: Any) -> Any:
+    """Check a value against the dataclass field's type (ints are accepted for floats)."""
+    where = f"{section}.{key}"
+    if (section, key) in _FREE_TABLES:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a table")
+        if key == "security":
+            # Secrets from the shell may look like numbers or booleans: keep them strings.
+            return {
+                k: v if k == "ssl_check_hostname" or isinstance(v, str) else str(v)
+                for k, v in value.items()
+            }
+        return dict(value)
+    if isinstance(expected, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if isinstance(expected, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return value
+    if isinstance(expected, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if isinstance(expected, list):
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where} must be a list of strings, got {value!r}")
+        return list(value)
+    if isinstance(expected, str):
+        if section == "actors" and key == "use_gpu" and isinstance(value, bool):
+            return str(value).lower()
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type")  # pragma: no cover
+
+
+def config_from_dict(data: dict[str, Any], base: StreamConfig | None = None) -> StreamConfig:
+    """Apply a nested dict (as parsed from TOML) over `base` (defaults if None)."""
+    config = dataclasses.replace(base) if base is not None else StreamConfig()
+    for section, values in data.items():
+        if section not in _SECTIONS:
+            raise ConfigError(f"unknown config section [{section}]; known: {sorted(_SECTIONS)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"[{section}] must be a table")
+        current = dataclasses.replace(getattr(config, section))
+        names = {f.name for f in dataclasses.fields(current)}
+        for key, value in values.items():
+            if key not in names:
+                raise ConfigError(f"unknown key {section}.{key}; known: {sorted(names)}")
+            setattr(current, key, _coerce(section, key, value, getattr(current, key)))
+        setattr(config, section, current)
+    return config
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """`section.key=value` (or `kafka.security.key=value`) -> nested dict; value read as TOML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not section.key=value")
+    path, raw = text.split("=", 1)
+    parts = [p.strip() for p in path.strip().split(".")]
+    if len(parts) not in (2, 3) or not all(parts):
+        raise ConfigError(f"override {text!r}: expected section.key or kafka.<table>.key")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()  # bare strings need no quotes on the command line
+    nested: dict[str, Any] = {parts[-1]: value}
+    for part in reversed(parts[:-1]):
+        nested = {part: nested}
+    return nested
+
+
+def _merge(into: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+    return into
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> StreamConfig:
+    """Defaults, then the TOML file at `path` (if any), then each `section.key=value` override."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as handle:
+                data = tomllib.load(handle)
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{path}: {error}") from None
+    for override in overrides:
+        _merge(data, parse_override(override))
+    return config_from_dict(data).validate()
+
+
+def dumps(config: StreamConfig) -> str:
+    """The effective config as JSON (secrets masked) for logs."""
+    return json.dumps(config.to_dict(), indent=2, sort_keys=True)

@@ -1,0 +1,132 @@
+"""`ray job submit --working-dir . -- python jobs/track_stream.py` against `ray start --head`.
+
+Starting a separate Ray head takes machine-wide resources, so this runs only in CI (CI=true) or
+when RAY_DEEPSORT_TEST_JOB_SUBMIT=1. The head runs with `--block` in a child process that this
+test stops itself: `ray stop` would end every Ray on the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from stream_support import Topics
+
+from ray_deepsort.pipeline.parquet import ParquetResultWriter
+from ray_deepsort.stream.broker import LocalBroker, free_port
+from ray_deepsort.stream.publish import FramePublisher, publish, synthetic_frames
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        not (
+            os.environ.get("RAY_DEEPSORT_TEST_JOB_SUBMIT") == "1" or os.environ.get("CI") == "true"
+        ),
+        reason="set RAY_DEEPSORT_TEST_JOB_SUBMIT=1 (or CI=true) to start a Ray head",
+    ),
+]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _ray_cli() -> str:
+    candidate = Path(sys.executable).with_name("ray")
+    return str(candidate) if candidate.exists() else shutil.which("ray") or "ray"
+
+
+def _wait_for_dashboard(url: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/api/version", timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers (401 without the auth token): it is up
+        except OSError:
+            time.sleep(1)
+    raise TimeoutError(f"Ray dashboard at {url} did not come up in {timeout_s}s")
+
+
+def test_ray_job_submit(broker: LocalBroker, topics: Topics, tmp_path: Path) -> None:
+    # As from an activated virtualenv: the job's `python` must be the one that has the deps.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "PATH": path}
+    env.pop("RAY_ADDRESS", None)
+    gcs_port, dashboard_port = free_port(), free_port()
+    head = subprocess.Popen(
+        [
+            _ray_cli(),
+            "start",
+            "--head",
+            "--block",
+            f"--port={gcs_port}",
+            "--num-cpus=2",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard_port}",
+            "--disable-usage-stats",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{dashboard_port}"
+    try:
+        _wait_for_dashboard(url, 120)
+        _, frames = synthetic_frames(
+            2, 40, objects=10, width=480, height=270, image_format="none", embeddings="identity"
+        )
+        with FramePublisher(broker.bootstrap_servers, topics.frames) as publisher:
+            publish(frames, publisher, partitions={"cam0": 0, "cam1": 1})
+        output = tmp_path / "out"
+        command = [
+            _ray_cli(),
+            "job",
+            "submit",
+            f"--address={url}",
+            "--working-dir=.",
+            "--",
+            "python",
+            "jobs/track_stream.py",
+            "--config=jobs/stream.toml",
+            f"--bootstrap-servers={broker.bootstrap_servers}",
+            f"--frames-topic={topics.frames}",
+            f"--results-topic={topics.results}",
+            f"--dead-letter-topic={topics.dead_letters}",
+            f"--group-id={topics.group}",
+            f"--output={output}",
+            "--model=none",
+            "--expected-frames=80",
+            "--max-idle=20",
+        ]
+        for _ in range(30):  # the job agent comes up a little after the dashboard
+            submitted = subprocess.run(
+                command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400
+            )
+            if "No available agent" not in submitted.stderr + submitted.stdout:
+                break
+            time.sleep(2)
+        assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
+        summary_text = submitted.stdout[submitted.stdout.index('{\n  "summary"') :]
+        summary = json.loads(summary_text[: summary_text.index("\n}") + 2])["summary"]
+        assert summary["frames"] == 80
+        frames_table = ParquetResultWriter(output).read("frames")
+        assert frames_table.num_rows == 80
+    finally:
+        # Only the processes of the head we started (its own process group), never `ray stop`.
+        os.killpg(head.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            head.wait(timeout=60)
+        time.sleep(2)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGKILL)
