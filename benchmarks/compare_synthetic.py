@@ -76,6 +76,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="torch CPU threads for every tracker (default 1: on a shared 2-core machine two "
         "OpenMP threads per process thrash; 0 = torch's default)",
     )
+    parser.add_argument(
+        "--reid-input-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="crop size of our ReID model (default: the model's own)",
+    )
     parser.add_argument("--workdir", type=Path, help="keep the sequence and results here")
     parser.add_argument("--markdown", type=Path, help="also write the table here")
     parser.add_argument("--json", type=Path, help="also write all metrics and timings here")
@@ -124,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, Run] = {}
     if "ours-appearance" in args.methods:
         print("ours (appearance) ...", file=sys.stderr)
-        runs["ours-appearance"] = run_ours(seq_dir, root, load_mobilenetv2(), "ours-appearance")
+        runs["ours-appearance"] = run_ours(
+            seq_dir, root, load_mobilenetv2(input_size=args.reid_input_size), "ours-appearance"
+        )
     if "ours-motion" in args.methods:
         print("ours (motion only) ...", file=sys.stderr)
         runs["ours-motion"] = run_ours(seq_dir, root, None, "ours-motion")

@@ -205,11 +205,15 @@ def set_threads(threads: int | None) -> int:
     return torch.get_num_threads()
 
 
-def load_mobilenetv2(device: str = "cpu") -> Any:
-    """Our ReID model with the same MobileNetV2 ImageNet trunk the peers get, warmed up."""
+def load_mobilenetv2(device: str = "cpu", input_size: tuple[int, int] | None = None) -> Any:
+    """Our ReID model with the same MobileNetV2 ImageNet trunk the peers get, warmed up.
+
+    `input_size` (height, width) overrides the model's default crop size.
+    """
     from ray_deepsort.reid import ReIDModel
 
-    reid = ReIDModel.mobilenetv2_imagenet(device=device)
+    options = {} if input_size is None else {"input_size": tuple(input_size)}
+    reid = ReIDModel.mobilenetv2_imagenet(device=device, **options)
     reid.embed(np.zeros((240, 320, 3), np.uint8), np.array([[10.0, 10.0, 60.0, 130.0]]))
     return reid
 

@@ -110,7 +110,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--forward-batch",
         type=int,
         default=0,
-        help="crops per CNN forward pass (0: 8 on CPU, where small passes are faster; all on GPU)",
+        help="crops per CNN forward pass (0: all on GPU; on CPU a few, where small passes are "
+        "faster: ray_deepsort.pipeline.embedder.DEFAULT_CPU_FORWARD_BATCH)",
     )
     group.add_argument("--coalesce-wait-ms", type=float, default=2.0)
     group.add_argument("--frames-per-request", type=int, default=8)

@@ -41,11 +41,9 @@ from ray_deepsort.archive.output import (
 )
 from ray_deepsort.archive.progress import ProgressBoard, ProgressDisplay
 from ray_deepsort.archive.worker import STAGES, VideoOutcome, VideoTask, WorkerSettings
-from ray_deepsort.pipeline.embedder import ModelSpec
+from ray_deepsort.pipeline.embedder import ModelSpec, forward_batch_size
 
 logger = logging.getLogger("ray_deepsort.archive")
-
-CPU_FORWARD_BATCH = 8
 
 
 class ArchiveConfigError(ValueError):
@@ -87,7 +85,7 @@ class ArchiveConfig:
     embedder_num_cpus: float = 1.0
     use_gpu: str | bool = "auto"
     max_embed_crops: int = 256  # crops merged into one embedder batch
-    forward_batch: int = 0  # crops per forward pass; 0: 8 on CPU (cache-friendly), else all
+    forward_batch: int = 0  # crops per forward pass; 0: DEFAULT_CPU_FORWARD_BATCH on CPU, else all
     coalesce_wait_ms: float = 2.0
     workers: int = 0  # concurrent video tasks; 0 = what the cluster's CPUs allow
     worker_num_cpus: float = 1.0
@@ -161,9 +159,8 @@ class ArchiveConfig:
         return "auto" if value == "auto" else value == "true"
 
     def model_spec(self, on_gpu: bool = False) -> ModelSpec:
-        """The embedders' model. On CPU, forward passes of 8 crops run about twice as fast per
-        crop as passes of 128 (activations stay in cache); a GPU wants the whole batch."""
-        forward = self.forward_batch or (self.max_embed_crops if on_gpu else CPU_FORWARD_BATCH)
+        """The embedders' model, run in forward passes of `forward_batch_size` crops."""
+        forward = forward_batch_size(self.forward_batch, on_gpu, self.max_embed_crops)
         return ModelSpec(
             name=self.model,
             checkpoint=self.checkpoint,
@@ -518,8 +515,8 @@ class ArchiveJob:
     def _start_actors(self) -> tuple[list[Any], list[Any]]:
         import ray
 
-        from ray_deepsort.pipeline.actors import plan_actors
-        from ray_deepsort.pipeline.coalesce import start_coalescing_embedders
+        from ray_deepsort.pipeline.actors import plan_actors, start_actors
+        from ray_deepsort.pipeline.coalesce import CoalescingEmbedderActor
         from ray_deepsort.pipeline.detector import DetectorSpec, start_detectors
 
         cfg = self.config
@@ -527,22 +524,26 @@ class ArchiveJob:
         plan = plan_actors(
             resources,
             reid_enabled=cfg.reid_enabled,
-            num_shards=1,  # trackers live in the video workers: no shard actors
+            num_shards=0,  # trackers live in the video workers: no shard actors
             num_embedders=cfg.embedders,
             embedder_num_cpus=cfg.embedder_num_cpus,
-            shard_num_cpus=0.0,
             use_gpu=cfg.use_gpu_setting(),
         )
         embedders: list[Any] = []
         described = []
         if cfg.reid_enabled:
-            embedders, _ = start_coalescing_embedders(
+            embedders = start_actors(
                 plan,
                 cfg.model_spec(on_gpu=plan.use_gpu),
-                max_batch_crops=cfg.max_embed_crops,
-                max_wait_ms=cfg.coalesce_wait_ms,
                 start_timeout_s=cfg.start_timeout_s,
-            )
+                embedder_class=CoalescingEmbedderActor,
+                embedder_kwargs={
+                    "max_batch_crops": cfg.max_embed_crops,
+                    "max_wait_ms": cfg.coalesce_wait_ms,
+                },
+                # Embedding is idempotent: a restarted actor can safely redo the calls it lost.
+                embedder_options={"max_restarts": 3, "max_task_retries": 3},
+            ).embedders
             self._actors.extend(embedders)
             where = "GPU" if plan.use_gpu else "CPU"
             described.append(f"{len(embedders)} {where} ReID embedder(s)")

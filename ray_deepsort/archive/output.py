@@ -20,7 +20,7 @@ import contextlib
 import json
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,16 +30,14 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from ray_deepsort.pipeline.parquet import (
+    DATASETS,
     FRAMES_SCHEMA,
     TRACKS_SCHEMA,
     ParquetResultWriter,
-    frames_table,
-    tracks_table,
+    resolve_root,
 )
-from ray_deepsort.pipeline.types import FrameResult
 
 PARTITION = "source_key"
-DATASETS = ("tracks", "frames")
 ARCHIVE_DIR = "_archive"
 MANIFEST_VERSION = 1
 
@@ -51,14 +49,8 @@ class ArchiveStore:
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
-        root = str(root)
-        if "://" in root:
-            self.filesystem, self.root = pafs.FileSystem.from_uri(root)
-            self.local = isinstance(self.filesystem, pafs.LocalFileSystem)
-        else:
-            self.filesystem, self.root = pafs.LocalFileSystem(), str(Path(root).resolve())
-            self.local = True
-        self.uri = root if "://" in root else self.root
+        self.filesystem, self.root, self.local = resolve_root(root)
+        self.uri = str(root) if "://" in str(root) else self.root
 
     def uri_of(self, relative: str) -> str:
         """What `ParquetResultWriter` takes for `relative`: a local path or a full URI."""
@@ -133,32 +125,16 @@ class ArchiveStore:
 class SourcePartitionedWriter(ParquetResultWriter):
     """The stream job's Parquet writer, with archive partitioning: `source_key=KEY` folders.
 
-    Tables come from the same `tracks_table` / `frames_table` as the stream job's files; only
-    the folder differs (capture date/hour would put a whole archive video in one 1970 hour).
+    Tables and files are the stream job's; only the folder differs (capture date/hour would put
+    a whole archive video in one 1970 hour).
     """
 
     def __init__(self, root: str, source_key: str, **kwargs: Any) -> None:
         super().__init__(root, **kwargs)
         self.source_key = source_key
 
-    def partition_path(self, name: str) -> str:
-        return f"{self.dataset_path(name)}/{PARTITION}={self.source_key}"
-
-    def write(self, stem: str, results: Sequence[FrameResult]) -> list[str]:
-        if not results:
-            return []
-        tables = {
-            "tracks": tracks_table(results, self.include_unconfirmed),
-            "frames": frames_table(results),
-        }
-        written = []
-        for name, table in tables.items():
-            if name == "tracks" and table.num_rows == 0:
-                continue  # as in the stream job: the frames file still records the frames
-            path = f"{self.partition_path(name)}/{stem}.parquet"
-            self._write_file(table, path)
-            written.append(path)
-        return written
+    def partitions(self, tables: Mapping[str, pa.Table]) -> list[tuple[str, dict[str, pa.Table]]]:
+        return [(f"{PARTITION}={self.source_key}", dict(tables))]
 
 
 def partition_dir(name: str, key: str) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ray_deepsort.pipeline.embedder import ModelSpec
@@ -41,6 +41,8 @@ class ActorPlan:
             )
         else:
             embedders = "0 embedders (no ReID)"
+        if not self.num_shards:
+            return f"{embedders}, no tracker shards"
         return f"{embedders}, {self.num_shards} tracker shard(s) x {self.shard_num_cpus:g} CPU"
 
 
@@ -57,10 +59,11 @@ def plan_actors(
     """Choose embedder placement from the cluster's resources and check that everything fits.
 
     `num_embedders=0` means one per GPU, or a single CPU embedder on a cluster without GPUs.
+    `num_shards=0` plans no tracker shards (the archive tracks inside its video workers).
     `use_gpu`: "auto" (GPUs when the cluster has any), True (require them) or False (CPU only).
     """
-    if num_shards < 1:
-        raise PlacementError(f"num_shards must be >= 1, got {num_shards}")
+    if num_shards < 0:
+        raise PlacementError(f"num_shards must be >= 0, got {num_shards}")
     gpus = float(cluster_resources.get("GPU", 0.0))
     cpus = float(cluster_resources.get("CPU", 0.0))
     gpu = gpus >= 1 if use_gpu == "auto" else bool(use_gpu)
@@ -91,7 +94,8 @@ def plan_actors(
 class EmbedderActor:
     """Ray actor body: loads the ReID model once, then embeds batches of frames.
 
-    `metrics_tags` label its `deepsort_embed_batch_size` histogram (default actor="embedder").
+    `metrics_tags` label its `deepsort_embed_batch_size` histogram: actor="embedder" plus these
+    (`start_actors` adds index=k).
     """
 
     def __init__(self, spec: ModelSpec, metrics_tags: Mapping[str, str] | None = None) -> None:
@@ -171,37 +175,77 @@ class ActorPool:
 def start_actors(
     plan: ActorPlan,
     model: ModelSpec,
-    tracker_params: Mapping[str, Any],
+    tracker_params: Mapping[str, Any] | None = None,
     start_timeout_s: float = 300.0,
     name_prefix: str | None = None,
+    *,
+    embedder_class: type[EmbedderActor] = EmbedderActor,
+    embedder_kwargs: Mapping[str, Any] | None = None,
+    embedder_options: Mapping[str, Any] | None = None,
 ) -> ActorPool:
     """Create the actors of `plan` and wait until every one has started (model loaded).
 
+    `embedder_class` (an `EmbedderActor` subclass such as `CoalescingEmbedderActor`) gets
+    `(spec, metrics_tags=..., **embedder_kwargs)`; `embedder_options` are extra Ray actor
+    options (e.g. `max_restarts`). A plan with no tracker shards needs no `tracker_params`.
     Raises `PlacementError` instead of waiting forever when an actor stays pending.
     """
     import ray
 
-    embedder_cls = ray.remote(EmbedderActor)
+    if plan.num_shards and tracker_params is None:
+        raise ValueError("tracker_params are needed to start tracker shards")
+    embedder_cls = ray.remote(embedder_class)
     shard_cls = ray.remote(TrackerShardActor)
+    # A CPU embedder must not pick up a GPU it was not given (device "auto" -> "cpu").
+    spec = model if plan.use_gpu or model.device != "auto" else replace(model, device="cpu")
     embedders = []
     for k in range(plan.num_embedders):
         options: dict[str, Any] = {
             "num_cpus": plan.embedder_num_cpus,
             "num_gpus": plan.embedder_num_gpus,
+            **(embedder_options or {}),
         }
         if name_prefix:
             options["name"] = f"{name_prefix}-embedder-{k}"
-        spec = model if plan.use_gpu or model.device != "auto" else _cpu_spec(model)
-        embedders.append(embedder_cls.options(**options).remote(spec, {"actor": f"embedder-{k}"}))
+        embedders.append(
+            embedder_cls.options(**options).remote(
+                spec, metrics_tags={"index": str(k)}, **(embedder_kwargs or {})
+            )
+        )
     shards = []
     for k in range(plan.num_shards):
         options = {"num_cpus": plan.shard_num_cpus}
         if name_prefix:
             options["name"] = f"{name_prefix}-shard-{k}"
-        shards.append(shard_cls.options(**options).remote(dict(tracker_params), k, plan.num_shards))
+        shards.append(
+            shard_cls.options(**options).remote(dict(tracker_params or {}), k, plan.num_shards)
+        )
     pool = ActorPool(plan=plan, embedders=embedders, shards=shards, embedding_dim=None)
-    pending = {actor.ready.remote(): f"embedder {k}" for k, actor in enumerate(embedders)}
-    pending.update({actor.ready.remote(): f"tracker shard {k}" for k, actor in enumerate(shards)})
+    started = wait_until_started(
+        {
+            **{f"embedder {k}": actor for k, actor in enumerate(embedders)},
+            **{f"tracker shard {k}": actor for k, actor in enumerate(shards)},
+        },
+        start_timeout_s,
+        plan.describe(),
+    )
+    if embedders:
+        pool.embedding_dim = int(started["embedder 0"])
+    return pool
+
+
+def wait_until_started(
+    actors: Mapping[str, Any], start_timeout_s: float, description: str
+) -> dict[str, Any]:
+    """Wait for every actor's `ready()`; returns name -> what it returned.
+
+    On a timeout (`PlacementError`, naming the actors still pending) or any error, every actor
+    in `actors` is killed before the exception propagates, so nothing is left holding resources.
+    """
+    import ray
+
+    pending = {actor.ready.remote(): name for name, actor in actors.items()}
+    started: dict[str, Any] = {}
     deadline = time.monotonic() + start_timeout_s
     try:
         while pending:
@@ -211,21 +255,12 @@ def start_actors(
             if not ready:
                 raise PlacementError(
                     f"{', '.join(sorted(pending.values()))} did not start within "
-                    f"{start_timeout_s:g}s ({plan.describe()}); check `ray status` for pending "
+                    f"{start_timeout_s:g}s ({description}); check `ray status` for pending "
                     "resource demands"
                 )
-            name = pending.pop(ready[0])
-            value = ray.get(ready[0])
-            if name.startswith("embedder"):
-                pool.embedding_dim = int(value)
+            started[pending.pop(ready[0])] = ray.get(ready[0])
     except BaseException:
-        pool.kill()
+        for actor in actors.values():
+            ray.kill(actor)
         raise
-    return pool
-
-
-def _cpu_spec(model: ModelSpec) -> ModelSpec:
-    """A CPU embedder must not pick up a GPU it was not given (device "auto" -> "cpu")."""
-    from dataclasses import replace
-
-    return replace(model, device="cpu")
+    return started

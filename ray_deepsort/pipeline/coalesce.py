@@ -8,7 +8,8 @@ back its own slice. Batches therefore mix the requests of many callers (videos, 
 any caller waiting for a batch to fill.
 
 `CoalescingEmbedderActor` is the ReID `EmbedderActor` with such a queue in front of the same
-`FrameEmbedder`: one embedding implementation, whichever driver calls it.
+`FrameEmbedder`: one embedding implementation, whichever driver calls it. Start it with
+`start_actors(..., embedder_class=CoalescingEmbedderActor)`.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from ray_deepsort.pipeline.actors import ActorPlan, EmbedderActor, PlacementError
+from ray_deepsort.pipeline.actors import EmbedderActor
 from ray_deepsort.pipeline.embedder import ModelSpec
 from ray_deepsort.pipeline.types import EmbedBatchResult, EmbedItem
 
@@ -208,50 +209,3 @@ class CoalescingEmbedderActor(EmbedderActor):
             "busy_seconds": stats.busy_seconds,
             "requests_per_batch": stats.requests_per_batch,
         }
-
-
-def start_coalescing_embedders(
-    plan: ActorPlan,
-    model: ModelSpec,
-    *,
-    max_batch_crops: int = 256,
-    max_wait_ms: float = 2.0,
-    start_timeout_s: float = 300.0,
-) -> tuple[list[Any], int | None]:
-    """Start `plan.num_embedders` coalescing embedders; returns (handles, embedding dim).
-
-    Like `start_actors` (same placement plan, CPU embedders pinned to "cpu"), but no tracker
-    shards. Raises `PlacementError` instead of waiting forever for resources.
-    """
-    import ray
-
-    embedder_cls = ray.remote(CoalescingEmbedderActor)
-    spec = model if plan.use_gpu or model.device != "auto" else replace(model, device="cpu")
-    handles = [
-        embedder_cls.options(
-            num_cpus=plan.embedder_num_cpus,
-            num_gpus=plan.embedder_num_gpus,
-            # Embedding is idempotent: a restarted actor can safely redo the calls it lost.
-            max_restarts=3,
-            max_task_retries=3,
-        ).remote(spec, max_batch_crops, max_wait_ms, {"index": str(k)})
-        for k in range(plan.num_embedders)
-    ]
-    if not handles:
-        return [], None
-    refs = [handle.ready.remote() for handle in handles]
-    ready, pending = ray.wait(refs, num_returns=len(refs), timeout=start_timeout_s)
-    if pending:
-        for handle in handles:
-            ray.kill(handle)
-        raise PlacementError(
-            f"{len(pending)} of {len(handles)} embedder(s) did not start within "
-            f"{start_timeout_s:g}s ({plan.describe()}); check `ray status`"
-        )
-    try:
-        dims = ray.get(ready)
-    except BaseException:
-        for handle in handles:
-            ray.kill(handle)
-        raise
-    return handles, int(dims[0])

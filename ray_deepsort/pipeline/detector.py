@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ray_deepsort.core.detections import Detections, to_native
-from ray_deepsort.pipeline.actors import PlacementError
+from ray_deepsort.pipeline.actors import wait_until_started
 
 STREAM_KEY = "stream"
 
@@ -221,27 +221,17 @@ def start_detectors(
         options["runtime_env"] = {"env_vars": {"PYTHONPATH": path}}
     options.update(extra_options or {})
     handles = [actor_cls.options(**options).remote(spec) for _ in range(count)]
-    refs = [handle.ready.remote() for handle in handles]
-    ready, pending = ray.wait(refs, num_returns=len(refs), timeout=start_timeout_s)
     try:
-        if pending:
-            raise PlacementError(
-                f"{len(pending)} of {count} detector actor(s) did not start within "
-                f"{start_timeout_s:g}s ({num_cpus:g} CPU, {num_gpus:g} GPU each); "
-                "check `ray status`"
-            )
-        ray.get(ready)
+        wait_until_started(
+            {f"detector {k}": handle for k, handle in enumerate(handles)},
+            start_timeout_s,
+            f"{count} detector(s) x {num_cpus:g} CPU + {num_gpus:g} GPU",
+        )
     except ray.exceptions.RayActorError as error:  # the plugin failed to load in the actor
-        for handle in handles:
-            ray.kill(handle)
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
         raise DetectorPluginError(
             f"detector plugin {spec.target} did not load: {lines[-1] if lines else error}"
         ) from None
-    except BaseException:
-        for handle in handles:
-            ray.kill(handle)
-        raise
     return handles
 
 

@@ -16,6 +16,20 @@ from ray_deepsort.pipeline.types import EmbedBatchResult, EmbedItem, EmbedOutcom
 _IMREAD_COLOR = 1
 
 
+# Crops per CNN forward pass on CPU embedders. Small passes keep activations in cache: with
+# mobilenetv2_100 at 256x128 on one thread, passes of 8 crops ran about twice as fast per crop as
+# passes of 128 (16 vs 35 ms). A GPU wants the whole embed request in one pass.
+DEFAULT_CPU_FORWARD_BATCH = 8
+
+
+def forward_batch_size(requested: int, on_gpu: bool, request_crops: int) -> int:
+    """Crops per forward pass: `requested` if set (> 0), else all of a request's
+    `request_crops` on a GPU and `DEFAULT_CPU_FORWARD_BATCH` on CPU."""
+    if requested > 0:
+        return requested
+    return request_crops if on_gpu else DEFAULT_CPU_FORWARD_BATCH
+
+
 class BatchEmbedder(Protocol):
     """What `FrameEmbedder` needs: `ray_deepsort.reid.ReIDModel` is one."""
 

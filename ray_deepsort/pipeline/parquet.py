@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -141,6 +141,15 @@ def hive_directory(hour_bucket: int) -> str:
     return f"date={moment:%Y-%m-%d}/hour={moment:%H}"
 
 
+def resolve_root(root: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str, bool]:
+    """(filesystem, path on it, is local) of a local folder or a URI such as s3://bucket/prefix."""
+    root = str(root)
+    if "://" in root:
+        filesystem, path = pafs.FileSystem.from_uri(root)
+        return filesystem, path, isinstance(filesystem, pafs.LocalFileSystem)
+    return pafs.LocalFileSystem(), str(Path(root).resolve()), True
+
+
 class ParquetResultWriter:
     """Writes `FrameResult` batches to the `tracks` and `frames` datasets under `root`.
 
@@ -156,14 +165,8 @@ class ParquetResultWriter:
         include_unconfirmed: bool = False,
         fsync: bool = True,
     ) -> None:
-        root = str(root)
-        if "://" in root:
-            self.filesystem, self.root = pafs.FileSystem.from_uri(root)
-            self.local = isinstance(self.filesystem, pafs.LocalFileSystem)
-        else:
-            self.filesystem, self.root = pafs.LocalFileSystem(), str(Path(root).resolve())
-            self.local = True
-        self.uri = root
+        self.filesystem, self.root, self.local = resolve_root(root)
+        self.uri = str(root)
         self.compression = compression
         self.include_unconfirmed = include_unconfirmed
         self.fsync = fsync
@@ -180,20 +183,36 @@ class ParquetResultWriter:
             "tracks": tracks_table(results, self.include_unconfirmed),
             "frames": frames_table(results),
         }
-        row_hours = {name: _hour_of_rows(table) for name, table in tables.items()}
         written = []
-        for hour in np.unique(row_hours["frames"]):
-            directory = hive_directory(int(hour))
-            for name, table in tables.items():
-                mask = row_hours[name] == hour
-                if not mask.any():
-                    continue  # no tracked box this hour: the frames file still records the frames
+        for directory, parts in self.partitions(tables):
+            for name, table in parts.items():
+                if table.num_rows == 0:
+                    continue  # no tracked box here: the frames file still records the frames
                 path = f"{self.dataset_path(name)}/{directory}/{stem}.parquet"
-                self._write_file(table.filter(pa.array(mask)), path)
+                self.write_table(table, path)
                 written.append(path)
         return written
 
-    def _write_file(self, table: pa.Table, path: str) -> None:
+    def partitions(self, tables: Mapping[str, pa.Table]) -> list[tuple[str, dict[str, pa.Table]]]:
+        """Split one batch's tables into (partition folder, that folder's tables).
+
+        The stream job's layout: `date=YYYY-MM-DD/hour=HH` of each row's capture time. Subclasses
+        override this to partition otherwise (the archive writes one `source_key=KEY` folder).
+        """
+        row_hours = {name: _hour_of_rows(table) for name, table in tables.items()}
+        return [
+            (
+                hive_directory(int(hour)),
+                {
+                    name: table.filter(pa.array(row_hours[name] == hour))
+                    for name, table in tables.items()
+                },
+            )
+            for hour in np.unique(row_hours["frames"])
+        ]
+
+    def write_table(self, table: pa.Table, path: str) -> None:
+        """Write `table` to `path` whole or not at all (see the class docstring)."""
         if not self.local:
             parent = path.rsplit("/", 1)[0]
             self.filesystem.create_dir(parent, recursive=True)

@@ -72,7 +72,7 @@ class ModelConfig:
     device: str = "auto"
     input_height: int = 256
     input_width: int = 128
-    forward_batch_size: int = 0
+    forward_batch_size: int = 0  # 0: DEFAULT_CPU_FORWARD_BATCH on CPU, max_embed_crops on GPU
 
 
 @dataclass

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ray_deepsort.pipeline.embedder import ModelSpec
+from ray_deepsort.pipeline.embedder import ModelSpec, forward_batch_size
 from ray_deepsort.pipeline.parquet import ParquetResultWriter, batch_file_stem
 from ray_deepsort.pipeline.sharding import shard_of
 from ray_deepsort.pipeline.types import (
@@ -49,11 +49,6 @@ from ray_deepsort.stream.wire import (
 )
 
 logger = logging.getLogger("ray_deepsort.stream")
-
-# Crops per forward pass on CPU embedders: large CPU batches were about 2x slower per crop than
-# small ones (measured with mobilenetv2_100 at 256x128, one thread), so CPU embedders run an
-# embed request as several small forwards; GPU embedders use the whole request.
-CPU_FORWARD_BATCH = 16
 
 
 class SimulatedCrash(RuntimeError):
@@ -167,8 +162,9 @@ class StreamJob:
             checkpoint=cfg.model.checkpoint,
             pretrained=cfg.model.pretrained,
             device=cfg.model.device,
-            max_batch_size=cfg.model.forward_batch_size
-            or (cfg.batch.max_embed_crops if plan.use_gpu else CPU_FORWARD_BATCH),
+            max_batch_size=forward_batch_size(
+                cfg.model.forward_batch_size, plan.use_gpu, cfg.batch.max_embed_crops
+            ),
             input_size=(cfg.model.input_height, cfg.model.input_width),
         )
         self._init_state()

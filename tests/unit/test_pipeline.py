@@ -20,6 +20,7 @@ from ray_deepsort.pipeline import (
     shard_of,
 )
 from ray_deepsort.pipeline.actors import PlacementError, plan_actors
+from ray_deepsort.pipeline.embedder import DEFAULT_CPU_FORWARD_BATCH, forward_batch_size
 from ray_deepsort.pipeline.types import EmbedBatchResult, EmbedOutcome
 from ray_deepsort.synthetic import SceneConfig, SyntheticScene
 
@@ -254,3 +255,19 @@ def test_plan_actors_refuses_what_cannot_be_scheduled() -> None:
         plan_actors({"CPU": 8.0}, reid_enabled=True, num_shards=1, use_gpu=True)
     with pytest.raises(PlacementError, match="3 GPU embedders"):
         plan_actors({"CPU": 8.0, "GPU": 2.0}, reid_enabled=True, num_shards=1, num_embedders=3)
+
+
+def test_plan_actors_without_tracker_shards() -> None:
+    """The archive tracks inside its video workers: embedders only, no shard CPUs counted."""
+    plan = plan_actors({"CPU": 1.0}, reid_enabled=True, num_shards=0, shard_num_cpus=4.0)
+    assert (plan.num_embedders, plan.num_shards) == (1, 0)
+    assert plan.describe() == "1 CPU embedder(s) x 1 CPU, no tracker shards"
+    with pytest.raises(PlacementError, match="num_shards must be >= 0"):
+        plan_actors({"CPU": 4.0}, reid_enabled=True, num_shards=-1)
+
+
+def test_forward_batch_size_shared_default() -> None:
+    assert forward_batch_size(0, on_gpu=False, request_crops=128) == DEFAULT_CPU_FORWARD_BATCH
+    assert forward_batch_size(0, on_gpu=True, request_crops=128) == 128
+    assert forward_batch_size(32, on_gpu=False, request_crops=128) == 32
+    assert forward_batch_size(32, on_gpu=True, request_crops=128) == 32
