@@ -73,6 +73,12 @@ def test_ray_job_submit(broker: LocalBroker, topics: Topics, tmp_path: Path) -> 
             "--num-cpus=2",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard_port}",
+            # Fixed default ports collide with any other Ray on the machine (the agent then
+            # runs without HTTP and `ray job submit` waits forever for an agent): pick free ones.
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
             "--disable-usage-stats",
         ],
         env=env,
