@@ -21,9 +21,14 @@ def min_cost_matching(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     row_ind, col_ind = linear_sum_assignment(np.where(feasible, cost, _INFEASIBLE))
     keep = feasible[row_ind, col_ind]
     matches = np.stack([row_ind[keep], col_ind[keep]], axis=1).astype(np.int64)
-    unmatched_rows = np.setdiff1d(np.arange(rows), matches[:, 0])
-    unmatched_cols = np.setdiff1d(np.arange(cols), matches[:, 1])
-    return matches, unmatched_rows, unmatched_cols
+    return matches, _unused(rows, matches[:, 0]), _unused(cols, matches[:, 1])
+
+
+def _unused(count: int, used: np.ndarray) -> np.ndarray:
+    """Indices in range(count) not in `used`, ascending."""
+    free = np.ones(count, np.bool_)
+    free[used] = False
+    return np.flatnonzero(free)
 
 
 def matching_cascade(
@@ -48,5 +53,4 @@ def matching_cascade(
         )
         free_cols = free_cols[unmatched]
     matches = np.concatenate(matched) if matched else np.zeros((0, 2), np.int64)
-    unmatched_rows = np.setdiff1d(np.arange(rows), matches[:, 0])
-    return matches.astype(np.int64), unmatched_rows, free_cols
+    return matches.astype(np.int64), _unused(rows, matches[:, 0]), free_cols

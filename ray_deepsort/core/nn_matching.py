@@ -86,7 +86,8 @@ class AppearanceGallery:
         similarity = (entries.reshape(-1, entries.shape[2]) @ queries.T).reshape(
             len(slots), depth, len(queries)
         )
-        similarity[np.arange(depth)[None, :] >= counts[:, None]] = -np.inf
+        if counts.min() < depth:  # skipped in the steady state, when every gallery is full
+            similarity[np.arange(depth)[None, :] >= counts[:, None]] = -np.inf
         best = similarity.max(axis=1)[filled].astype(np.float64)
         if self.metric == "cosine":
             out[filled] = 1.0 - best

@@ -172,7 +172,9 @@ class DeepSORTTracker:
         )  # fmt: skip
 
         self._apply_matches(matched[:, 0], matched[:, 1], det_xyah, det_features, det_has_feature)
-        unmatched = np.setdiff1d(slots, matched[:, 0])
+        is_matched = np.zeros(len(store.alive), np.bool_)
+        is_matched[matched[:, 0]] = True
+        unmatched = slots[~is_matched[slots]]
         lost = (~store.confirmed[unmatched]) | (store.time_since_update[unmatched] > self.max_age)
         store.delete(unmatched[lost])
         new_slots, new_rows = self._start_tracks(
