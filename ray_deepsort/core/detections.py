@@ -83,14 +83,14 @@ def is_supervision_detections(obj: object) -> bool:
 
 
 def to_native(detections: Any) -> Detections:
-    """Our container for either input type (arrays are copied, never shared with the caller)."""
+    """Our container for either input type, for reading only (it may share the caller's arrays)."""
     if isinstance(detections, Detections):
-        return detections.copy()
+        return detections
     if is_supervision_detections(detections):
         return Detections(
-            xyxy=np.array(detections.xyxy, dtype=np.float32),
-            confidence=None if detections.confidence is None else np.array(detections.confidence),
-            class_id=None if detections.class_id is None else np.array(detections.class_id),
+            xyxy=detections.xyxy,
+            confidence=detections.confidence,
+            class_id=detections.class_id,
         )
     raise TypeError(
         "detections must be ray_deepsort.Detections or supervision.Detections, "

@@ -44,8 +44,12 @@ class KalmanFilter:
         self, mean: np.ndarray, covariance: np.ndarray, steps: np.ndarray | int = 1
     ) -> tuple[np.ndarray, np.ndarray]:
         """Advance each track by its own number of frames (one textbook step per frame)."""
+        if np.ndim(steps) == 0:  # the usual case: every track moves the same number of frames
+            for _ in range(int(steps)):
+                mean, covariance = self._predict_one(mean, covariance)
+            return mean, covariance
         mean, covariance = mean.copy(), covariance.copy()
-        steps = np.broadcast_to(np.asarray(steps, dtype=np.int64), (len(mean),))
+        steps = np.asarray(steps, dtype=np.int64)
         for step in range(int(steps.max(initial=0))):
             moving = steps > step
             mean[moving], covariance[moving] = self._predict_one(mean[moving], covariance[moving])
