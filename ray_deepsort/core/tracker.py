@@ -262,10 +262,12 @@ class DeepSORTTracker:
         """Cost [tracks, detections] of the cascade, inf where a gate forbids the pair.
 
         As in the paper, Mahalanobis distance is a gate, not a cost (its λ = 0). The cost is
-        w·appearance + (1-w)·(1 - IoU with the predicted box). Pairs without appearance (no
-        embedding, empty gallery) are matched by overlap alone and must reach the IoU threshold;
-        pairs with appearance need not overlap, which is what lets a track come back after an
-        occlusion.
+        w·appearance + (1-w)·(1 - IoU with the predicted box). A pair must overlap (IoU at least
+        `minimum_iou_threshold`) unless appearance vouches for it: both have embeddings and are
+        mutual nearest neighbours (the detection looks more like this track than like any other,
+        and the track more like it than like any other detection). That is what lets a track
+        come back after an occlusion, while weak features (ImageNet backbones) cannot hand a
+        lost track's ID to a nearby stranger who merely looks alike.
         """
         store = self.tracks
         mahalanobis = self.kalman_filter.gating_distance(
@@ -274,7 +276,7 @@ class DeepSORTTracker:
         iou = iou_matrix(xyah_to_xyxy(store.mean[slots, :4]), xyah_to_xyxy(det_xyah))
         cost = 1.0 - iou
         gated = mahalanobis > self.gating_threshold
-        known = np.zeros_like(gated)
+        vouched = np.zeros_like(gated)
         if det_features is not None and self.appearance_weight > 0:
             appearance = store.gallery.distance(slots, det_features)
             appearance[:, ~det_has_feature] = np.nan
@@ -282,7 +284,13 @@ class DeepSORTTracker:
             weight = self.appearance_weight
             cost = np.where(known, weight * appearance + (1 - weight) * cost, cost)
             gated |= known & (appearance > self.appearance_threshold)
-        gated |= ~known & (iou < self.minimum_iou_threshold)
+            ranked = np.where(known, appearance, np.inf)
+            vouched = (
+                known
+                & (ranked <= ranked.min(axis=0, keepdims=True, initial=np.inf))
+                & (ranked <= ranked.min(axis=1, keepdims=True, initial=np.inf))
+            )
+        gated |= ~vouched & (iou < self.minimum_iou_threshold)
         if not self.class_agnostic:
             gated |= store.class_id[slots][:, None] != det_class[None, :]
         return np.where(gated, np.inf, cost)

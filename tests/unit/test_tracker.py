@@ -306,3 +306,22 @@ def test_core_imports_no_torch_ray_or_kafka() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_lost_track_reaches_past_overlap_only_for_a_mutual_appearance_match() -> None:
+    """A lost track may take a non-overlapping detection only if the two are each other's
+    nearest neighbours in appearance; a stranger who merely resembles it does not get its ID."""
+    e0, e1 = np.eye(2, 8, dtype=np.float32)
+    stranger = (0.6 * e0 + 0.8 * e1)[None]  # distance 0.4 to track 1, 0.2 to track 2
+    tracker = DeepSORTTracker()
+    for _ in range(4):
+        out = tracker.update(dets([[200, 200], [600, 200]]), embeddings=np.stack([e0, e1]))
+    assert out.tracker_id.tolist() == [1, 2]
+    for _ in range(3):
+        tracker.update(Detections.empty())
+    # Near track 1's position but not overlapping it (40 px right of a 40 px wide box).
+    out = tracker.update(dets([[245, 200]]), embeddings=stranger)
+    assert out.tracker_id.tolist() == [-1]  # a new, tentative track
+    assert tracker.tracks.time_since_update[tracker.tracks.active()].tolist() == [4, 4, 0]
+    out = tracker.update(dets([[245, 200]]), embeddings=e0[None])
+    assert out.tracker_id.tolist() == [1]
