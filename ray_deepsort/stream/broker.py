@@ -205,6 +205,14 @@ def local_broker(**kwargs: object) -> Iterator[LocalBroker]:
         broker.stop()
 
 
+def admin_options(client_options: dict[str, object] | None) -> dict[str, object]:
+    """The client options kafka-python's admin client accepts (it refuses e.g. ssl_ciphers)."""
+    from kafka.admin import KafkaAdminClient
+
+    known = KafkaAdminClient.DEFAULT_CONFIG
+    return {key: value for key, value in (client_options or {}).items() if key in known}
+
+
 def create_topics(
     bootstrap_servers: str,
     topics: dict[str, int],
@@ -222,7 +230,7 @@ def create_topics(
         bootstrap_servers=bootstrap_servers,
         client_id="ray-deepsort-admin",
         request_timeout_ms=int(timeout_s * 1000),
-        **(client_options or {}),
+        **admin_options(client_options),
     )
     try:
         existing = set(admin.list_topics())

@@ -120,6 +120,12 @@ class OutputConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    enabled: bool = True
+    every_batches: int = 1  # snapshot every N-th micro-batch, written after its offsets commit
+
+
+@dataclass
 class JobConfig:
     commit_interval_s: float = 0.0
     progress_interval_s: float = 10.0
@@ -145,6 +151,7 @@ class StreamConfig:
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     job: JobConfig = field(default_factory=JobConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
     @property
@@ -177,6 +184,7 @@ class StreamConfig:
             "batch.max_inflight_batches": self.batch.max_inflight_batches,
             "actors.num_shards": self.actors.num_shards,
             "actors.start_timeout_s": self.actors.start_timeout_s,
+            "checkpoint.every_batches": self.checkpoint.every_batches,
         }
         for name, value in positive.items():
             if value <= 0:
@@ -232,6 +240,7 @@ _SECTIONS: dict[str, type] = {
     "tracker": TrackerConfig,
     "output": OutputConfig,
     "job": JobConfig,
+    "checkpoint": CheckpointConfig,
     "ray": RayConfig,
 }
 _FREE_TABLES = {("kafka", "security"), ("kafka", "consumer"), ("kafka", "producer")}

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ray_deepsort.pipeline.checkpoint import CheckpointStore, PartitionManifest, StreamCheckpoint
 from ray_deepsort.pipeline.embedder import ModelSpec, forward_batch_size
 from ray_deepsort.pipeline.parquet import ParquetResultWriter, batch_file_stem
 from ray_deepsort.pipeline.sharding import shard_of
@@ -82,6 +83,7 @@ class JobSummary:
     output_path: str = ""
     actors: str = ""
     committed: dict[str, int] = field(default_factory=dict)
+    checkpoints: int = 0  # partition checkpoints (manifests) written
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -106,6 +108,19 @@ class _Batch:
     last_offsets: dict[Any, int]
     decode_s: float
     revoked: set[Any] = field(default_factory=set)  # partitions lost while in flight
+    seen_last: dict[Any, int] = field(default_factory=dict)  # incl. replayed records
+    replay_below: dict[Any, int] = field(default_factory=dict)  # output only from here on
+    state_refs: list[Any] = field(default_factory=list)  # shard state_dicts after this batch
+    stream_positions: dict[str, tuple[Any, int]] = field(default_factory=dict)
+
+
+@dataclass
+class _Snapshot:
+    """Shard states after a finished batch, waiting for the commit that covers them."""
+
+    state_refs: list[Any]
+    stream_positions: dict[str, tuple[Any, int]]  # stream -> (partition, last offset)
+    covered: dict[Any, int]  # partition -> next offset the states cover
 
 
 class StreamJob:
@@ -184,7 +199,10 @@ class StreamJob:
             self.consumer.subscribe(cfg.kafka.frames_topics)
             self.summary.stop_reason = self._loop()
             self._drain()
+            self._snapshot_now()
             self._commit(force=True)
+            if not self.pending_commit:
+                self._write_checkpoint()  # everything is committed: the final state is safe
             logger.info("stopped (%s): %s", self.summary.stop_reason, self._progress_line())
         except SimulatedCrash:
             crashed = True
@@ -220,6 +238,19 @@ class StreamJob:
         self.progress_frames = 0
         self.first_submit_at: float | None = None
         self.last_finish_at: float | None = None
+        # checkpoints (see ray_deepsort.pipeline.checkpoint)
+        self.checkpoints: CheckpointStore | None = None
+        if self.config.checkpoint.enabled:
+            self.checkpoints = CheckpointStore(self.config.output.path, self.config.output.fsync)
+        self.manifests: dict[Any, PartitionManifest] = {}
+        self.covered: dict[Any, int] = {}  # partition -> next offset tracked (replay included)
+        self.stream_position: dict[str, tuple[Any, int]] = {}  # last offset sent to a shard
+        self.persisted: dict[str, tuple[Any, int]] = {}  # what the stream's file holds
+        self.skip_through: dict[str, tuple[Any, int]] = {}  # restored state includes these
+        self.replay_below: dict[Any, int] = {}  # partition -> committed offset during replay
+        self.initial_manifest_due: set[Any] = set()
+        self.snapshot_due: _Snapshot | None = None
+        self.checkpoints_written = 0
 
     def _close(self, crashed: bool) -> None:
         closers: list[Callable[[], Any]] = []
@@ -296,13 +327,23 @@ class StreamJob:
                 # Their results must not be written even if the partition comes back: it is
                 # then replayed from the committed offset.
                 batch.revoked |= lost
+            self.snapshot_due = None  # may hold states of lost partitions' streams
             for tp in lost:
                 self.next_offset.pop(tp, None)
                 self.pending_commit.pop(tp, None)
+                self.manifests.pop(tp, None)
+                self.covered.pop(tp, None)
+                self.replay_below.pop(tp, None)
+                self.initial_manifest_due.discard(tp)
                 streams = self.partition_streams.pop(tp, set())
                 if streams:
                     for actor in self.pool.shards:
                         actor.drop_streams.remote(sorted(streams))
+                    for stream_id in streams:
+                        self.stream_position.pop(stream_id, None)
+                        self.persisted.pop(stream_id, None)
+                        self.skip_through.pop(stream_id, None)
+        reseeked: set[Any] = set()
         if gained:
             if self.first_assignment_at is None:
                 self.first_assignment_at = time.monotonic()
@@ -320,13 +361,18 @@ class StreamJob:
                 self.summary.leftovers_removed += len(removed)
                 if committed is not None:
                     self.committed[tp] = int(committed)
+                if self.checkpoints is not None and self._restore_partition(tp, committed):
+                    reseeked.add(tp)
             logger.info("partitions assigned: %s", sorted(map(str, gained)))
         self.owned = current
         kept = []
         for record in records:
             tp = _topic_partition(record.topic, record.partition)
-            if tp not in current:
-                continue
+            if tp not in current or tp in reseeked:
+                continue  # not ours, or fetched before seeking back to the checkpoint
+            if tp in self.initial_manifest_due:
+                self.initial_manifest_due.discard(tp)
+                self._write_initial_manifest(tp, record.offset)
             expected = self.next_offset.get(tp)
             if expected is not None and record.offset < expected:
                 continue  # re-fetched after a rebalance: already in flight or done
@@ -341,27 +387,41 @@ class StreamJob:
         if self.first_submit_at is None:
             self.first_submit_at = time.monotonic()
         self.batch_counter += 1
-        self.records_seen += len(records)
         self.last_record_at = time.monotonic()
         dead: list[_DeadLetter] = []
         frames: list[tuple[Any, FrameMessage]] = []
         first_offsets: dict[Any, int] = {}
         last_offsets: dict[Any, int] = {}
         by_position: dict[tuple[str, int, int], Any] = {}
+        seen_last: dict[Any, int] = {}
+        replay_below: dict[Any, int] = {}
         for record in records:
             tp = _topic_partition(record.topic, record.partition)
-            first_offsets.setdefault(tp, record.offset)
-            last_offsets[tp] = record.offset
+            seen_last[tp] = record.offset
+            replaying = record.offset < self.replay_below.get(tp, -1)
+            if replaying:
+                # Already in the output: tracked again only to rebuild tracker state.
+                replay_below[tp] = self.replay_below[tp]
+            else:
+                self.replay_below.pop(tp, None)
+                self.records_seen += 1
+                first_offsets.setdefault(tp, record.offset)
+                last_offsets[tp] = record.offset
             by_position[(record.topic, record.partition, record.offset)] = record
             try:
                 frame = decode_frame(
                     record.value, record.key, max_message_bytes=cfg.kafka.max_message_bytes
                 )
             except WireFormatError as error:
-                dead.append(_DeadLetter(record, error.reason))
+                if not replaying:
+                    dead.append(_DeadLetter(record, error.reason))
                 continue
+            restored = self.skip_through.get(frame.stream_id)
+            if restored is not None and restored[0] == tp and record.offset <= restored[1]:
+                continue  # the restored tracker state already includes this frame
             frames.append((record, frame))
             self.partition_streams[tp].add(frame.stream_id)
+            self.stream_position[frame.stream_id] = (tp, record.offset)
         decode_s = time.perf_counter() - started
 
         embed_refs, slots = self._submit_embeddings(frames)
@@ -397,6 +457,11 @@ class StreamJob:
             )
             for shard, requests in sorted(per_shard.items())
         ]
+        snapshot = (
+            self.checkpoints is not None and self.batch_counter % cfg.checkpoint.every_batches == 0
+        )
+        # Actor calls run in submission order, so these are the states right after this batch.
+        state_refs = [shard.state_dict.remote() for shard in self.pool.shards] if snapshot else []
         self.inflight.append(
             _Batch(
                 batch_id=self.batch_counter,
@@ -407,6 +472,10 @@ class StreamJob:
                 first_offsets=first_offsets,
                 last_offsets=last_offsets,
                 decode_s=decode_s,
+                seen_last=seen_last,
+                replay_below=replay_below,
+                state_refs=state_refs,
+                stream_positions=dict(self.stream_position) if snapshot else {},
             )
         )
         self.metrics.gauge("inflight", len(self.inflight))
@@ -490,8 +559,18 @@ class StreamJob:
                 position = failure.position
                 record = batch.records[(position.source, position.partition, position.offset)]
                 dead.append(_DeadLetter(record, failure.reason))
-        results = [r for r in results if _tp_of(r.position) in owned]
-        dead = [d for d in dead if _topic_partition(d.record.topic, d.record.partition) in owned]
+        results = [
+            r
+            for r in results
+            if _tp_of(r.position) in owned
+            and r.position.offset >= batch.replay_below.get(_tp_of(r.position), -1)
+        ]
+        dead = [
+            d
+            for d in dead
+            if (tp := _topic_partition(d.record.topic, d.record.partition)) in owned
+            and d.record.offset >= batch.replay_below.get(tp, -1)
+        ]
         results.sort(key=lambda r: (r.position.source, r.position.partition, r.position.offset))
 
         groups: dict[Any, list[FrameResult]] = collections.defaultdict(list)
@@ -525,14 +604,18 @@ class StreamJob:
                 letter.reason,
             )
             if cfg.kafka.dead_letter_topic:
+                value = record.value
+                headers = dead_letter_headers(
+                    letter.reason, record.topic, record.partition, record.offset
+                )
+                if value is not None and len(value) > cfg.kafka.max_message_bytes:
+                    # Too big to re-send whole (and a send failure would stop the job on this
+                    # record at every restart): keep its head; the source offset finds the rest.
+                    headers.append(("value_truncated", str(len(value)).encode("ascii")))
+                    value = value[: cfg.kafka.max_message_bytes]
                 futures.append(
                     self.producer.send(
-                        cfg.kafka.dead_letter_topic,
-                        key=record.key,
-                        value=record.value,
-                        headers=dead_letter_headers(
-                            letter.reason, record.topic, record.partition, record.offset
-                        ),
+                        cfg.kafka.dead_letter_topic, key=record.key, value=value, headers=headers
                     )
                 )
         if futures:
@@ -550,6 +633,15 @@ class StreamJob:
         for tp, last in batch.last_offsets.items():
             if tp in owned:
                 self.pending_commit[tp] = last + 1
+        for tp, last in batch.seen_last.items():
+            if tp in owned and tp in self.covered:
+                self.covered[tp] = max(self.covered[tp], last + 1)
+        if batch.state_refs and not batch.revoked:
+            self.snapshot_due = _Snapshot(
+                state_refs=batch.state_refs,
+                stream_positions=batch.stream_positions,
+                covered={tp: o for tp, o in self.covered.items() if tp in owned},
+            )
         self._commit()
         self.last_finish_at = time.monotonic()
 
@@ -617,6 +709,115 @@ class StreamJob:
         }
         self.pending_commit = {}
         self.last_commit = time.monotonic()
+        self._write_checkpoint()
+
+    # ------------------------------------------------------------------ checkpoints
+    def _write_checkpoint(self) -> None:
+        """Persist the latest snapshot: every batch it covers is committed now.
+
+        Stream files first (only streams that changed since their last file), then each
+        partition's manifest, so a manifest never names state it does not have.
+        """
+        import ray
+
+        snapshot, self.snapshot_due = self.snapshot_due, None
+        if snapshot is None or self.checkpoints is None:
+            return
+        states: dict[str, dict[str, np.ndarray]] = {}
+        for shard_states in ray.get(snapshot.state_refs):
+            states.update(shard_states)
+        written: dict[Any, dict[str, str]] = collections.defaultdict(dict)
+        for stream_id, state in states.items():
+            position = snapshot.stream_positions.get(stream_id)
+            if position is None or self.persisted.get(stream_id) == position:
+                continue
+            tp, offset = position
+            if tp not in snapshot.covered or tp not in self.manifests:
+                continue
+            name = self.checkpoints.write_stream(
+                StreamCheckpoint(stream_id, tp.topic, tp.partition, offset, state)
+            )
+            written[tp][stream_id] = name
+            self.persisted[stream_id] = position
+        for tp, covered in snapshot.covered.items():
+            manifest = self.manifests.get(tp)
+            if manifest is None or (covered == manifest.offset and not written[tp]):
+                continue
+            manifest.streams.update(written[tp])
+            manifest.offset = covered
+            self.checkpoints.write_manifest(manifest)
+            self.checkpoints_written += 1
+        self.summary.checkpoints = self.checkpoints_written
+
+    def _snapshot_now(self) -> None:
+        """Snapshot every shard with nothing in flight (a graceful stop keeps the last state)."""
+        if self.checkpoints is None or self.inflight:
+            return
+        self.snapshot_due = _Snapshot(
+            state_refs=[shard.state_dict.remote() for shard in self.pool.shards],
+            stream_positions=dict(self.stream_position),
+            covered={tp: o for tp, o in self.covered.items() if tp in self.owned},
+        )
+
+    def _restore_partition(self, tp: Any, committed: int | None) -> bool:
+        """Restore the trackers of a newly assigned partition from its checkpoint.
+
+        Returns True when the consumer was sent back to the checkpoint's offset to rebuild
+        state from frames that are already committed (their output is not written again).
+        """
+        import ray
+
+        assert self.checkpoints is not None
+        manifest = self.checkpoints.read_manifest(tp.topic, tp.partition)
+        if manifest is None or committed is None or manifest.offset > committed:
+            if manifest is not None and manifest.streams:
+                logger.warning(
+                    "%s: checkpoint at offset %d does not match committed offset %s; "
+                    "starting its streams with fresh trackers",
+                    tp,
+                    manifest.offset,
+                    committed,
+                )
+            if committed is None:
+                self.initial_manifest_due.add(tp)  # written at the first record
+            else:
+                self._write_initial_manifest(tp, int(committed))
+            return False
+        per_shard: dict[int, dict[str, dict[str, np.ndarray]]] = collections.defaultdict(dict)
+        for stream_id in manifest.streams:
+            checkpoint = self.checkpoints.read_stream(tp.topic, tp.partition, stream_id)
+            per_shard[shard_of(stream_id, len(self.pool.shards))][stream_id] = checkpoint.state
+            position = (tp, checkpoint.offset)
+            self.skip_through[stream_id] = position
+            self.persisted[stream_id] = position
+            self.stream_position[stream_id] = position
+            self.partition_streams[tp].add(stream_id)
+        if per_shard:
+            loads = [self.pool.shards[k].load_state_dict.remote(s) for k, s in per_shard.items()]
+            ray.get(loads)
+        self.manifests[tp] = manifest
+        self.covered[tp] = manifest.offset
+        logger.info(
+            "%s: restored %d stream(s) from the checkpoint at offset %d (committed %d)",
+            tp,
+            len(manifest.streams),
+            manifest.offset,
+            committed,
+        )
+        if manifest.offset < committed:
+            self.consumer.seek(tp, manifest.offset)
+            self.next_offset[tp] = manifest.offset
+            self.replay_below[tp] = int(committed)
+            return True
+        return False
+
+    def _write_initial_manifest(self, tp: Any, offset: int) -> None:
+        """Empty state at `offset`: what this run starts the partition from."""
+        assert self.checkpoints is not None
+        manifest = PartitionManifest(tp.topic, tp.partition, offset)
+        self.checkpoints.write_manifest(manifest)
+        self.manifests[tp] = manifest
+        self.covered[tp] = offset
 
     def _lag(self) -> int | None:
         """Sum over owned partitions of high watermark - next offset (None if unknown)."""

@@ -19,8 +19,10 @@ Results (`encode_result`) are one JSON object per frame; see docs/wire-format.md
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,6 +39,8 @@ DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 MAX_STREAM_ID_LENGTH = 255
 MAX_EMBEDDING_DIM = 65536
 MAX_IMAGE_SIDE = 65535
+# Capture times must fit a calendar date (year 1970 to 9999) for the Parquet hour partition.
+MAX_TIMESTAMP = 253_402_300_800.0
 
 RESULT_SCHEMA = "ray-deepsort.tracks"
 RESULT_VERSION = 1
@@ -187,6 +191,11 @@ def decode_frame(
         )
     frame_index = _integer(header, "frame_index", low=0)
     timestamp = _number(header, "timestamp")
+    if not 0.0 <= timestamp < MAX_TIMESTAMP:
+        raise WireFormatError(
+            "bad_value",
+            f"header.timestamp {timestamp!r} is not UTC epoch seconds in [0, {MAX_TIMESTAMP:.0f})",
+        )
     image_format, image_length, width, height = _image_header(header)
     xyxy, confidence, class_id = _detections(header)
     embedding_shape = _embedding_header(header, len(xyxy))
@@ -255,6 +264,10 @@ def _parse_header(raw: bytes) -> dict[str, Any]:
         ) from None
     except RecursionError:
         raise WireFormatError("bad_header", "header JSON is nested too deeply") from None
+    except WireFormatError:
+        raise
+    except ValueError as error:  # e.g. an integer literal past Python's digit limit
+        raise WireFormatError("bad_header", f"header JSON holds a bad value: {error}") from None
     if not isinstance(header, dict):
         raise WireFormatError(
             "bad_header", f"header must be a JSON object, got {_json_type(header)}"
@@ -303,6 +316,12 @@ def _stream_id(header: Mapping[str, Any]) -> str:
         )
     if any(ord(char) < 0x20 for char in stream_id):
         raise WireFormatError("bad_value", "header.stream_id contains control characters")
+    try:
+        stream_id.encode("utf-8")
+    except UnicodeEncodeError:  # JSON "\ud800" escapes decode to lone surrogates
+        raise WireFormatError(
+            "bad_value", "header.stream_id holds a lone surrogate (not valid Unicode)"
+        ) from None
     return stream_id
 
 
@@ -326,7 +345,10 @@ def _number(obj: Mapping[str, Any], name: str, where: str = "header") -> float:
         raise WireFormatError(
             "wrong_type", f"{where}.{name} must be a number, got {_json_type(value)}"
         )
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an integer literal beyond float64
+        raise WireFormatError("bad_number", f"{where}.{name} is outside float64 range") from None
     if not math.isfinite(value):
         raise WireFormatError("bad_number", f"{where}.{name} is not finite")
     return value
@@ -390,7 +412,8 @@ def _number_array(values: Any, where: str, dtype: type) -> np.ndarray:
     try:
         array = np.asarray(values, dtype=dtype)
     except OverflowError:
-        raise WireFormatError("bad_value", f"{where} holds an integer outside int64") from None
+        limit = "int64" if integral else "float64 range"
+        raise WireFormatError("bad_value", f"{where} holds an integer outside {limit}") from None
     if not integral:
         bad = ~np.isfinite(array)
         if bad.any():
@@ -447,6 +470,11 @@ def _detections(header: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, np.n
                 "length_mismatch",
                 f"header.detections.{name} has {len(array)} entries for {n} boxes",
             )
+    if confidence.size and (np.abs(confidence) > np.finfo(np.float32).max).any():
+        row = int(np.flatnonzero(np.abs(confidence) > np.finfo(np.float32).max)[0])
+        raise WireFormatError(
+            "bad_number", f"header.detections.confidence[{row}] is outside float32 range"
+        )
     return xyxy.astype(np.float32), confidence.astype(np.float32), class_id
 
 
@@ -484,6 +512,23 @@ def _embedding_header(header: Mapping[str, Any], num_detections: int) -> tuple[i
             "bad_value", f"header.embeddings.shape D must be in [1, {MAX_EMBEDDING_DIM}], got {dim}"
         )
     return rows, dim
+
+
+# --------------------------------------------------------------------------- paths
+_PATH_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+_PATH_PREFIX_LENGTH = 64
+
+
+def stream_path_component(stream_id: str) -> str:
+    """A file/folder name for a stream id from the wire: never `/`, `..`, NUL or absolute.
+
+    Stream ids may hold any printable Unicode (`../../etc`, `a/b`, `C:\\x`), so they are never
+    used in a path as they are: the readable part keeps only [A-Za-z0-9_-] (at most 64 chars)
+    and a SHA-256 suffix of the exact id keeps distinct ids distinct (`cam/1` vs `cam_1`).
+    """
+    readable = _PATH_UNSAFE.sub("_", stream_id)[:_PATH_PREFIX_LENGTH].strip("_") or "stream"
+    digest = hashlib.sha256(stream_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{readable}-{digest}"
 
 
 # --------------------------------------------------------------------------- images

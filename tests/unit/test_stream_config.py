@@ -141,3 +141,133 @@ def test_print_config(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["--config", str(DEFAULT_TOML), "--print-config"]) == 0
     assert '"bootstrap_servers": "127.0.0.1:9092"' in capsys.readouterr().out
     assert cli.main(["--set", "batch.max_frames=-1", "--print-config"]) == 2
+
+
+# ------------------------------------------------------------------- TLS / SASL plumbing
+SECURE_TOML = """
+[kafka]
+bootstrap_servers = "broker-1:9093,broker-2:9093"
+[kafka.security]
+security_protocol = "SASL_SSL"
+ssl_cafile = "/etc/kafka/ca.pem"
+ssl_certfile = "/etc/kafka/client.pem"
+ssl_keyfile = "/etc/kafka/client.key"
+ssl_password = 123456
+ssl_check_hostname = false
+sasl_mechanism = "SCRAM-SHA-512"
+sasl_plain_username = "tracker"
+sasl_plain_password = "s3cret"
+"""
+SECURE_EXPECTED = {
+    "security_protocol": "SASL_SSL",
+    "ssl_cafile": "/etc/kafka/ca.pem",
+    "ssl_certfile": "/etc/kafka/client.pem",
+    "ssl_keyfile": "/etc/kafka/client.key",
+    "ssl_password": "123456",  # a numeric-looking secret stays a string
+    "ssl_check_hostname": False,
+    "sasl_mechanism": "SCRAM-SHA-512",
+    "sasl_plain_username": "tracker",
+    "sasl_plain_password": "s3cret",
+}
+
+
+class _Recorder:
+    """Stands in for a kafka-python client class and records the constructor's keywords."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, object]] = []
+
+    def __call__(self, **kwargs: object) -> _Recorder:
+        self.calls.append(kwargs)
+        return self
+
+    def list_topics(self) -> list[str]:
+        return ["frames"]
+
+    def create_topics(self, new_topics: list[object], timeout_ms: int) -> None:
+        self.created = [topic.name for topic in new_topics]  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        pass
+
+
+def test_security_table_reaches_every_kafka_client(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """File -> config -> the kwargs of the job's consumer and producer, the publisher, the admin."""
+    import kafka
+    import kafka.admin
+
+    from ray_deepsort.stream import job, publish
+    from ray_deepsort.stream.broker import create_topics
+
+    path = tmp_path / "secure.toml"
+    path.write_text(SECURE_TOML)
+    config = load_config(path)
+    assert config.kafka.security == SECURE_EXPECTED
+    assert "s3cret" not in cli_dump(config) and "123456" not in cli_dump(config)
+
+    known = {
+        "consumer": set(kafka.KafkaConsumer.DEFAULT_CONFIG),
+        "producer": set(kafka.KafkaProducer.DEFAULT_CONFIG),
+        "admin": set(kafka.admin.KafkaAdminClient.DEFAULT_CONFIG),
+    }
+    consumer, producer, admin = _Recorder(), _Recorder(), _Recorder()
+    admin.DEFAULT_CONFIG = kafka.admin.KafkaAdminClient.DEFAULT_CONFIG  # read by admin_options
+    monkeypatch.setattr(kafka, "KafkaConsumer", consumer)
+    monkeypatch.setattr(kafka, "KafkaProducer", producer)
+    monkeypatch.setattr(kafka.admin, "KafkaAdminClient", admin)
+    job.make_consumer(config)
+    job.make_producer(config)
+    publish.FramePublisher(
+        config.kafka.bootstrap_servers, "frames", security=dict(config.kafka.security)
+    )
+    create_topics(config.kafka.bootstrap_servers, {"tracks": 1}, dict(config.kafka.security))
+
+    calls = [consumer.calls[0], *producer.calls, admin.calls[0]]
+    assert len(calls) == 4
+    for kwargs in calls:
+        assert {key: kwargs[key] for key in SECURE_EXPECTED} == SECURE_EXPECTED
+    assert consumer.calls[0]["bootstrap_servers"] == ["broker-1:9093", "broker-2:9093"]
+    # Every key the clients received is one kafka-python knows (no silent typo).
+    assert set(consumer.calls[0]) <= known["consumer"]
+    for kwargs in producer.calls:
+        assert set(kwargs) <= known["producer"]
+    assert set(admin.calls[0]) <= known["admin"]
+    assert admin.created == ["tracks"]
+
+
+def cli_dump(config: StreamConfig) -> str:
+    from ray_deepsort.stream.config import dumps
+
+    return dumps(config)
+
+
+def test_admin_client_gets_only_the_security_keys_it_accepts() -> None:
+    from kafka.admin import KafkaAdminClient
+
+    from ray_deepsort.stream.broker import admin_options
+
+    options = {key: "x" for key in SECURITY_KEYS}
+    kept = admin_options(options)
+    assert set(kept) <= set(KafkaAdminClient.DEFAULT_CONFIG)
+    assert "ssl_ciphers" not in kept  # refused by KafkaAdminClient ("Unrecognized configs")
+    assert {"security_protocol", "sasl_mechanism", "ssl_cafile"} <= set(kept)
+
+
+@pytest.mark.parametrize(
+    "typo", ["ssl_ca_file", "sasl_username", "security.protocol", "SSL_CAFILE", "sasl_password"]
+)
+def test_misspelled_security_key_in_a_file_is_named(tmp_path: Path, typo: str) -> None:
+    path = tmp_path / "typo.toml"
+    path.write_text(f'[kafka.security]\n"{typo}" = "x"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert f"kafka.security has unknown key(s) ['{typo}']" in message
+    assert "ssl_cafile" in message and "sasl_plain_password" in message  # the known keys
+
+
+def test_security_must_be_a_table() -> None:
+    with pytest.raises(ConfigError, match=r"kafka\.security must be a table"):
+        load_config(overrides=['kafka.security="SASL_SSL"'])

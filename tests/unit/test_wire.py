@@ -182,12 +182,16 @@ def test_missing_top_level_field(field: str) -> None:
         (("stream_id",), 5, "wrong_type"),
         (("stream_id",), "", "bad_value"),
         (("stream_id",), "a\nb", "bad_value"),
+        (("stream_id",), "cam\ud800", "bad_value"),  # lone surrogate: not encodable as UTF-8
         (("frame_index",), 1.5, "wrong_type"),
         (("frame_index",), True, "wrong_type"),
         (("frame_index",), -1, "bad_value"),
         (("frame_index",), 2**64, "bad_value"),
         (("timestamp",), "now", "wrong_type"),
         (("timestamp",), 1e400, "bad_number"),
+        (("timestamp",), 10**400, "bad_number"),  # an integer literal beyond float64
+        (("timestamp",), -1.0, "bad_value"),
+        (("timestamp",), 1e39, "bad_value"),  # no calendar hour for the Parquet partition
         (("image",), [], "wrong_type"),
         (("image", "format"), "gif", "bad_value"),
         (("image", "width"), 0, "bad_value"),
@@ -200,6 +204,8 @@ def test_missing_top_level_field(field: str) -> None:
         (("detections", "class_id"), [0, 1, 2.5], "wrong_type"),
         (("detections", "class_id"), [0, 1, True], "wrong_type"),
         (("detections", "confidence"), [0.1, None, 0.3], "wrong_type"),
+        (("detections", "confidence"), [0.1, 1e39, 0.3], "bad_number"),  # inf as float32
+        (("detections", "confidence"), [0.1, 10**400, 0.3], "bad_value"),
         (("detections", "scores"), [1], "unknown_field"),
         (("embeddings",), 3, "wrong_type"),
         (("extra",), 1, "unknown_field"),
@@ -212,6 +218,16 @@ def test_field_errors(path: tuple[str, ...], value: object, code: str) -> None:
         target = target[part]
     target[path[-1]] = value
     assert _code(_build(header, payload)) == code
+
+
+def test_integer_literal_past_the_digit_limit_is_a_header_error() -> None:
+    """Python refuses int literals over 4300 digits with a plain ValueError: still a wire error."""
+    header, payload = _header_and_payload()
+    header["frame_index"] = 1
+    raw = json.dumps(header).replace('"frame_index": 1', '"frame_index": ' + "9" * 5000)
+    value = MAGIC + b"\x01" + struct.pack(">I", len(raw)) + raw.encode() + payload
+    with pytest.raises(WireFormatError, match=r"bad_header: .*digits"):
+        decode_frame(value, b"cam-1")
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,246 @@
+"""Tracker state checkpoints next to the Parquet output, consistent with committed offsets.
+
+Layout under `<output>/_checkpoints/<topic>-<partition>/`:
+
+- `streams/<safe prefix>-<sha256[:16]>.npz`: one stream's `DeepSORTTracker.state_dict()` arrays
+  (`state__*`) plus what they cover (`meta__stream_id`, `meta__topic` as UTF-8 bytes,
+  `meta__partition`, `meta__offset` = offset of the last frame included). Written with
+  `np.savez` and read with `allow_pickle=False`: a checkpoint can never run code.
+- `manifest.json`: the partition's commit point, written after the stream files it names.
+  `offset` is the next input offset it covers: every frame of the partition before it is
+  reflected in the named stream files (a stream file may be newer than the manifest; its own
+  `meta__offset` says how far it goes).
+
+Stream ids are user data (Kafka keys): file names use a sanitised prefix plus a hash of the whole
+id, so no id can escape the folder or collide with another by sanitising.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow.fs as pafs
+
+from ray_deepsort.pipeline.parquet import resolve_root
+
+CHECKPOINT_DIR = "_checkpoints"
+FORMAT_VERSION = 1
+_STATE_PREFIX = "state__"
+_META_PREFIX = "meta__"
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")  # no dots: ".." can never appear
+_PREFIX_CHARS = 32
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is missing, malformed, pickled or for another stream."""
+
+
+def _safe_name(text: str) -> str:
+    """Readable prefix + hash of the full text: unique, and only [A-Za-z0-9_-]."""
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    prefix = _UNSAFE.sub("_", text)[:_PREFIX_CHARS] or "_"
+    return f"{prefix}-{digest}"
+
+
+def stream_file_name(stream_id: str) -> str:
+    return f"{_safe_name(stream_id)}.npz"
+
+
+def partition_folder(topic: str, partition: int) -> str:
+    if partition < 0:
+        raise ValueError("partition must be >= 0")
+    return f"{_safe_name(topic)}-{partition:05d}"
+
+
+@dataclass(frozen=True, eq=False)
+class StreamCheckpoint:
+    """One stream's tracker state and the input position of the last frame it includes."""
+
+    stream_id: str
+    topic: str
+    partition: int
+    offset: int
+    state: dict[str, np.ndarray]
+
+
+@dataclass
+class PartitionManifest:
+    """Commit point of one input partition: `offset` = next offset covered; stream -> file."""
+
+    topic: str
+    partition: int
+    offset: int
+    streams: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        data = {
+            "format_version": FORMAT_VERSION,
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "streams": dict(sorted(self.streams.items())),
+        }
+        return json.dumps(data, indent=1).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, data: bytes) -> PartitionManifest:
+        try:
+            parsed = json.loads(data)
+            if parsed.get("format_version") != FORMAT_VERSION:
+                raise CheckpointError(f"unsupported manifest format {parsed.get('format_version')}")
+            streams = parsed["streams"]
+            if not isinstance(streams, dict) or not all(
+                isinstance(k, str) and v == stream_file_name(k) for k, v in streams.items()
+            ):
+                raise CheckpointError("manifest streams must map stream id -> its file name")
+            return cls(
+                topic=str(parsed["topic"]),
+                partition=int(parsed["partition"]),
+                offset=int(parsed["offset"]),
+                streams=dict(streams),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            if isinstance(error, CheckpointError):
+                raise
+            raise CheckpointError(f"malformed manifest: {error}") from None
+
+
+def encode_stream(checkpoint: StreamCheckpoint) -> bytes:
+    """npz bytes of one stream checkpoint (numeric arrays only)."""
+    arrays: dict[str, np.ndarray] = {
+        f"{_META_PREFIX}format_version": np.asarray(FORMAT_VERSION, np.int64),
+        f"{_META_PREFIX}stream_id": np.frombuffer(checkpoint.stream_id.encode("utf-8"), np.uint8),
+        f"{_META_PREFIX}topic": np.frombuffer(checkpoint.topic.encode("utf-8"), np.uint8),
+        f"{_META_PREFIX}partition": np.asarray(checkpoint.partition, np.int64),
+        f"{_META_PREFIX}offset": np.asarray(checkpoint.offset, np.int64),
+    }
+    for key, value in checkpoint.state.items():
+        array = np.asarray(value)
+        if array.dtype.hasobject:
+            raise CheckpointError(f"state array {key!r} holds Python objects")
+        arrays[f"{_STATE_PREFIX}{key}"] = array
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def decode_stream(data: bytes) -> StreamCheckpoint:
+    """Inverse of `encode_stream`; refuses pickled (object) arrays and missing metadata."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (ValueError, OSError, EOFError) as error:  # object arrays raise ValueError
+        raise CheckpointError(f"not a checkpoint file: {error}") from None
+    try:
+        if int(arrays[f"{_META_PREFIX}format_version"]) != FORMAT_VERSION:
+            raise CheckpointError("unsupported checkpoint format")
+        return StreamCheckpoint(
+            stream_id=arrays[f"{_META_PREFIX}stream_id"].astype(np.uint8).tobytes().decode(),
+            topic=arrays[f"{_META_PREFIX}topic"].astype(np.uint8).tobytes().decode(),
+            partition=int(arrays[f"{_META_PREFIX}partition"]),
+            offset=int(arrays[f"{_META_PREFIX}offset"]),
+            state={
+                key[len(_STATE_PREFIX) :]: value
+                for key, value in arrays.items()
+                if key.startswith(_STATE_PREFIX)
+            },
+        )
+    except (KeyError, UnicodeDecodeError, TypeError) as error:
+        raise CheckpointError(f"checkpoint misses metadata: {error}") from None
+
+
+class CheckpointStore:
+    """Reads and writes checkpoints under `<root>/_checkpoints` (local path or pyarrow URI).
+
+    Local files go to a hidden temp name, are fsync'd (when `fsync`) and renamed into place;
+    object stores publish an object atomically when its stream is closed.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], fsync: bool = True) -> None:
+        self.filesystem, base, self.local = resolve_root(root)
+        self.root = f"{base.rstrip('/')}/{CHECKPOINT_DIR}"
+        self.fsync = fsync
+
+    def partition_path(self, topic: str, partition: int) -> str:
+        return f"{self.root}/{partition_folder(topic, partition)}"
+
+    def stream_path(self, topic: str, partition: int, stream_id: str) -> str:
+        return f"{self.partition_path(topic, partition)}/streams/{stream_file_name(stream_id)}"
+
+    def manifest_path(self, topic: str, partition: int) -> str:
+        return f"{self.partition_path(topic, partition)}/manifest.json"
+
+    # ----------------------------------------------------------------- streams
+    def write_stream(self, checkpoint: StreamCheckpoint) -> str:
+        """Write one stream checkpoint atomically; returns its file name."""
+        path = self.stream_path(checkpoint.topic, checkpoint.partition, checkpoint.stream_id)
+        self._write_atomic(path, encode_stream(checkpoint))
+        return path.rsplit("/", 1)[-1]
+
+    def read_stream(self, topic: str, partition: int, stream_id: str) -> StreamCheckpoint:
+        """The checkpoint of `stream_id`; checks it really is that stream's and partition's."""
+        path = self.stream_path(topic, partition, stream_id)
+        checkpoint = decode_stream(self._read(path))
+        if (checkpoint.stream_id, checkpoint.topic, checkpoint.partition) != (
+            stream_id,
+            topic,
+            partition,
+        ):
+            raise CheckpointError(
+                f"{path} holds stream {checkpoint.stream_id!r} of "
+                f"{checkpoint.topic}[{checkpoint.partition}], expected {stream_id!r}"
+            )
+        return checkpoint
+
+    # ----------------------------------------------------------------- manifests
+    def write_manifest(self, manifest: PartitionManifest) -> None:
+        self._write_atomic(
+            self.manifest_path(manifest.topic, manifest.partition), manifest.to_json()
+        )
+
+    def read_manifest(self, topic: str, partition: int) -> PartitionManifest | None:
+        """The partition's manifest, or None if it has none yet."""
+        path = self.manifest_path(topic, partition)
+        if self.filesystem.get_file_info(path).type == pafs.FileType.NotFound:
+            return None
+        manifest = PartitionManifest.from_json(self._read(path))
+        if (manifest.topic, manifest.partition) != (topic, partition):
+            raise CheckpointError(f"{path} is the manifest of another partition")
+        return manifest
+
+    # ----------------------------------------------------------------- bytes
+    def _read(self, path: str) -> bytes:
+        try:
+            with self.filesystem.open_input_stream(path) as stream:
+                return stream.read()
+        except FileNotFoundError:
+            raise CheckpointError(f"checkpoint file {path} is missing") from None
+
+    def _write_atomic(self, path: str, data: bytes) -> None:
+        if not self.local:
+            self.filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+            with self.filesystem.open_output_stream(path) as stream:
+                stream.write(data)
+            return
+        final = Path(path)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        temporary = final.with_name(f".{final.name}.tmp")
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            if self.fsync:
+                os.fsync(handle.fileno())
+        os.replace(temporary, final)
+        if self.fsync:
+            directory = os.open(final.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
