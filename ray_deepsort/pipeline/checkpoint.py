@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.fs as pafs
 
-from ray_deepsort.pipeline.parquet import resolve_root
+from ray_deepsort.pipeline.parquet import resolve_root, write_atomically
 
 CHECKPOINT_DIR = "_checkpoints"
 FORMAT_VERSION = 1
@@ -224,23 +224,12 @@ class CheckpointStore:
             raise CheckpointError(f"checkpoint file {path} is missing") from None
 
     def _write_atomic(self, path: str, data: bytes) -> None:
-        if not self.local:
-            self.filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
-            with self.filesystem.open_output_stream(path) as stream:
-                stream.write(data)
-            return
         final = Path(path)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        temporary = final.with_name(f".{final.name}.tmp")
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            if self.fsync:
-                os.fsync(handle.fileno())
-        os.replace(temporary, final)
-        if self.fsync:
-            directory = os.open(final.parent, os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
+        write_atomically(
+            self.filesystem,
+            self.local,
+            path,
+            lambda sink: sink.write(data),
+            temporary=str(final.with_name(f".{final.name}.tmp")),
+            fsync=self.fsync,
+        )

@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -141,6 +142,38 @@ def hive_directory(hour_bucket: int) -> str:
     return f"date={moment:%Y-%m-%d}/hour={moment:%H}"
 
 
+def write_atomically(
+    filesystem: pafs.FileSystem,
+    local: bool,
+    path: str,
+    write: Callable[[Any], None],
+    *,
+    temporary: str,
+    fsync: bool,
+) -> None:
+    """Write a file whole or not at all: locally via a temp file and rename (plus fsync if asked),
+    on object stores with one put (which is atomic there)."""
+    if not local:
+        filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        with filesystem.open_output_stream(path) as stream:
+            write(stream)
+        return
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with open(temporary, "wb") as handle:
+        write(handle)
+        handle.flush()
+        if fsync:
+            os.fsync(handle.fileno())
+    os.replace(temporary, final)
+    if fsync:
+        directory = os.open(final.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+
 def resolve_root(root: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str, bool]:
     """(filesystem, path on it, is local) of a local folder or a URI such as s3://bucket/prefix."""
     root = str(root)
@@ -213,27 +246,15 @@ class ParquetResultWriter:
 
     def write_table(self, table: pa.Table, path: str) -> None:
         """Write `table` to `path` whole or not at all (see the class docstring)."""
-        if not self.local:
-            parent = path.rsplit("/", 1)[0]
-            self.filesystem.create_dir(parent, recursive=True)
-            with self.filesystem.open_output_stream(path) as stream:
-                pq.write_table(table, stream, compression=self.compression)
-            return
         final = Path(path)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        temporary = final.with_name(f".{final.stem}{_TMP_SUFFIX}")
-        with open(temporary, "wb") as handle:
-            pq.write_table(table, handle, compression=self.compression)
-            handle.flush()
-            if self.fsync:
-                os.fsync(handle.fileno())
-        os.replace(temporary, final)
-        if self.fsync:
-            directory = os.open(final.parent, os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
+        write_atomically(
+            self.filesystem,
+            self.local,
+            path,
+            lambda sink: pq.write_table(table, sink, compression=self.compression),
+            temporary=str(final.with_name(f".{final.stem}{_TMP_SUFFIX}")),
+            fsync=self.fsync,
+        )
 
     # ----------------------------------------------------------------- listing, cleanup
     def files(self, include_temporary: bool = False) -> list[str]:
