@@ -271,3 +271,16 @@ def test_misspelled_security_key_in_a_file_is_named(tmp_path: Path, typo: str) -
 def test_security_must_be_a_table() -> None:
     with pytest.raises(ConfigError, match=r"kafka\.security must be a table"):
         load_config(overrides=['kafka.security="SASL_SSL"'])
+
+
+def test_tracker_config_defaults_are_the_trackers_own() -> None:
+    """The job's [tracker] table repeats DeepSORTTracker's defaults; they must not drift."""
+    import inspect
+
+    from ray_deepsort.core import DeepSORTTracker
+    from ray_deepsort.stream.config import TrackerConfig
+
+    signature = inspect.signature(DeepSORTTracker).parameters
+    for name, value in TrackerConfig().params().items():
+        assert name in signature, name
+        assert signature[name].default == value, name
