@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-# 0.95 quantile of the chi-square distribution with 4 degrees of freedom (x, y, a, h).
+# 0.95 quantiles of the chi-square distribution: 4 degrees of freedom (x, y, a, h), 2 (x, y).
 CHI2_95_4DOF = 9.4877
+CHI2_95_2DOF = 5.9915
 
 _NDIM = 4
 _MOTION = np.eye(2 * _NDIM)
@@ -89,13 +90,24 @@ class KalmanFilter:
         return new_mean, new_cov
 
     def gating_distance(
-        self, mean: np.ndarray, covariance: np.ndarray, measurements: np.ndarray
+        self,
+        mean: np.ndarray,
+        covariance: np.ndarray,
+        measurements: np.ndarray,
+        only_position: bool = False,
     ) -> np.ndarray:
-        """Squared Mahalanobis distance [N tracks, M measurements] in measurement space."""
+        """Squared Mahalanobis distance [N tracks, M measurements] in measurement space, over
+        (x, y, a, h) or, with `only_position`, over the box centre (x, y) alone."""
         projected_mean, projected_cov = self.project(mean, covariance)
         z = np.asarray(measurements, dtype=np.float64).reshape(-1, _NDIM)
         if len(mean) == 0 or len(z) == 0:
             return np.zeros((len(mean), len(z)))
+        if only_position:
+            projected_mean, projected_cov, z = (
+                projected_mean[:, :2],
+                projected_cov[:, :2, :2],
+                z[:, :2],
+            )
         cholesky = np.linalg.cholesky(projected_cov)
         delta = (z[None, :, :] - projected_mean[:, None, :]).transpose(0, 2, 1)  # [N, 4, M]
         whitened = np.linalg.solve(cholesky, delta)

@@ -1,7 +1,8 @@
 """Appearance galleries: the last `budget` features of every track, and nearest-neighbour distance.
 
 Storage is one array [slots, budget, dim] with ring-buffer heads, so a frame's distances are one
-gather and one matrix product, and a track's memory is bounded by `budget * dim` floats.
+gather and one matrix product, and a track's memory is bounded by `budget * dim` values
+(float32, or float16 to halve it: distances are still computed in float32).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Literal
 import numpy as np
 
 DistanceMetric = Literal["cosine", "euclidean"]
+GalleryDtype = Literal["float32", "float16"]
 
 
 def l2_normalize(features: np.ndarray) -> np.ndarray:
@@ -26,13 +28,21 @@ class AppearanceGallery:
     between unit vectors (0..2). Both take the nearest gallery entry, as in the paper.
     """
 
-    def __init__(self, budget: int = 100, metric: DistanceMetric = "cosine") -> None:
+    def __init__(
+        self,
+        budget: int = 100,
+        metric: DistanceMetric = "cosine",
+        dtype: GalleryDtype = "float32",
+    ) -> None:
         if budget < 1:
             raise ValueError(f"gallery budget must be >= 1, got {budget}")
         if metric not in ("cosine", "euclidean"):
             raise ValueError(f"distance_metric must be 'cosine' or 'euclidean', got {metric!r}")
+        if dtype not in ("float32", "float16"):
+            raise ValueError(f"gallery_dtype must be 'float32' or 'float16', got {dtype!r}")
         self.budget = budget
         self.metric: DistanceMetric = metric
+        self.dtype = np.dtype(dtype)
         self.features: np.ndarray | None = None  # [capacity, budget, dim], allocated on first add
         self.count = np.zeros(0, np.int64)
         self.head = np.zeros(0, np.int64)
@@ -40,6 +50,11 @@ class AppearanceGallery:
     @property
     def dim(self) -> int | None:
         return None if self.features is None else self.features.shape[2]
+
+    @property
+    def nbytes(self) -> int:
+        features = 0 if self.features is None else self.features.nbytes
+        return features + self.count.nbytes + self.head.nbytes
 
     def resize(self, capacity: int) -> None:
         """Grow to `capacity` slots (the track store calls this when it grows)."""
@@ -49,9 +64,16 @@ class AppearanceGallery:
         self.count = np.concatenate([self.count, np.zeros(capacity - old, np.int64)])
         self.head = np.concatenate([self.head, np.zeros(capacity - old, np.int64)])
         if self.features is not None:
-            grown = np.zeros((capacity, self.budget, self.features.shape[2]), np.float32)
+            grown = np.zeros((capacity, self.budget, self.features.shape[2]), self.dtype)
             grown[:old] = self.features
             self.features = grown
+
+    def keep(self, slots: np.ndarray) -> None:
+        """Keep only `slots`, renumbered 0..len(slots)-1, in arrays of len(slots) (shrinking)."""
+        self.count = self.count[slots]
+        self.head = self.head[slots]
+        if self.features is not None:
+            self.features = self.features[slots]
 
     def clear(self, slots: np.ndarray) -> None:
         self.count[slots] = 0
@@ -63,7 +85,7 @@ class AppearanceGallery:
             return
         features = l2_normalize(features)
         if self.features is None:
-            self.features = np.zeros((len(self.count), self.budget, features.shape[1]), np.float32)
+            self.features = np.zeros((len(self.count), self.budget, features.shape[1]), self.dtype)
         elif features.shape[1] != self.features.shape[2]:
             raise ValueError(
                 f"embedding dimension changed from {self.features.shape[2]} to {features.shape[1]}"
@@ -82,7 +104,7 @@ class AppearanceGallery:
         queries = l2_normalize(queries)
         # Entries 0..count-1 of each ring buffer are valid (writes start at 0 and wrap at budget).
         depth = int(counts.max())
-        entries = self.features[slots, :depth]  # [T, depth, dim]
+        entries = self.features[slots, :depth].astype(np.float32, copy=False)  # [T, depth, dim]
         similarity = (entries.reshape(-1, entries.shape[2]) @ queries.T).reshape(
             len(slots), depth, len(queries)
         )
@@ -100,7 +122,7 @@ class AppearanceGallery:
         counts = self.count[slots]
         dim = 0 if self.features is None else self.features.shape[2]
         if self.features is None or counts.sum() == 0:
-            entries = np.zeros((0, dim), np.float32)
+            entries = np.zeros((0, dim), self.dtype)
         else:
             entries = self.features[np.repeat(slots, counts), _ragged_positions(counts)[0]]
         return {
@@ -119,9 +141,9 @@ class AppearanceGallery:
             )
         self.features = None
         if dim > 0:
-            self.features = np.zeros((len(self.count), self.budget, dim), np.float32)
+            self.features = np.zeros((len(self.count), self.budget, dim), self.dtype)
             rows, cols = np.repeat(slots, counts), _ragged_positions(counts)[0]
-            self.features[rows, cols] = np.asarray(state["gallery_features"], np.float32)
+            self.features[rows, cols] = np.asarray(state["gallery_features"], self.dtype)
         self.count[:] = 0
         self.head[:] = 0
         self.count[slots] = counts
@@ -130,5 +152,6 @@ class AppearanceGallery:
 
 def _ragged_positions(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For runs of the given lengths: each element's position in its run, and each run's start."""
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    counts = np.asarray(counts, np.int64)
+    starts = np.cumsum(counts) - counts
     return np.arange(int(counts.sum())) - np.repeat(starts, counts), starts

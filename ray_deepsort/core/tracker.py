@@ -13,9 +13,14 @@ import numpy as np
 
 from ray_deepsort.core.boxes import iou_matrix, valid_box_mask, xyah_to_xyxy, xyxy_to_xyah
 from ray_deepsort.core.detections import to_native, with_tracker_ids
-from ray_deepsort.core.kalman_filter import CHI2_95_4DOF, KalmanFilter
+from ray_deepsort.core.kalman_filter import CHI2_95_2DOF, CHI2_95_4DOF, KalmanFilter
 from ray_deepsort.core.linear_assignment import matching_cascade, min_cost_matching
-from ray_deepsort.core.nn_matching import AppearanceGallery, DistanceMetric, l2_normalize
+from ray_deepsort.core.nn_matching import (
+    AppearanceGallery,
+    DistanceMetric,
+    GalleryDtype,
+    l2_normalize,
+)
 from ray_deepsort.core.tracks import TrackStore
 
 STATE_FORMAT_VERSION = 1
@@ -43,7 +48,15 @@ class DeepSORTTracker:
             makes the cascade motion-only.
         distance_metric: "cosine" or "euclidean" (between unit-length embeddings).
         gallery_budget: features kept per track for nearest-neighbour matching (paper: 100).
-        gating_threshold: squared Mahalanobis gate (χ²₀.₉₅ with 4 degrees of freedom).
+        gallery_dtype: "float32", or "float16" to halve gallery memory (distances stay float32).
+        max_tracks: most tracks (tentative, confirmed and lost) kept per tracker; when full, the
+            least confident unmatched detections start no track. Bounds memory per stream to
+            about max_tracks * gallery_budget * embedding_dim * 4 (or 2) bytes.
+        gate_position_only: gate on the box centre alone (default) instead of centre, aspect and
+            height as in the paper: noisy detector boxes (MOT15's public ones) otherwise fail
+            the aspect/height part of the gate while still overlapping (docs/benchmarks.md).
+        gating_threshold: squared Mahalanobis gate; None = χ²₀.₉₅ for the gated dimensions
+            (5.9915 for the centre, 9.4877 for all four).
         class_agnostic: when False (default), tracks never match detections of another class.
     """
 
@@ -61,7 +74,10 @@ class DeepSORTTracker:
         distance_metric: DistanceMetric = "cosine",
         *,
         gallery_budget: int = 100,
-        gating_threshold: float = CHI2_95_4DOF,
+        gallery_dtype: GalleryDtype = "float32",
+        max_tracks: int = 1000,
+        gate_position_only: bool = True,
+        gating_threshold: float | None = None,
         class_agnostic: bool = False,
     ) -> None:
         _check_range("lost_track_buffer", lost_track_buffer, 0, None)
@@ -70,7 +86,10 @@ class DeepSORTTracker:
         _check_range("minimum_iou_threshold", minimum_iou_threshold, 0.0, 1.0)
         _check_range("appearance_weight", appearance_weight, 0.0, 1.0)
         _check_range("appearance_threshold", appearance_threshold, 0.0, None)
+        if gating_threshold is None:
+            gating_threshold = CHI2_95_2DOF if gate_position_only else CHI2_95_4DOF
         _check_range("gating_threshold", gating_threshold, 1e-9, None)
+        _check_range("max_tracks", max_tracks, 1, None)
         if device is not None and reid_model is not None and hasattr(reid_model, "to"):
             reid_model.to(device)
         self.reid_model = reid_model
@@ -84,6 +103,9 @@ class DeepSORTTracker:
         self.appearance_weight = appearance_weight
         self.distance_metric = distance_metric
         self.gallery_budget = gallery_budget
+        self.gallery_dtype: GalleryDtype = gallery_dtype
+        self.max_tracks = max_tracks
+        self.gate_position_only = gate_position_only
         self.gating_threshold = gating_threshold
         self.class_agnostic = class_agnostic
         self.kalman_filter = KalmanFilter()
@@ -91,7 +113,9 @@ class DeepSORTTracker:
 
     def reset(self) -> None:
         """Forget every track and start IDs again at 1."""
-        self.tracks = TrackStore(AppearanceGallery(self.gallery_budget, self.distance_metric))
+        self.tracks = TrackStore(
+            AppearanceGallery(self.gallery_budget, self.distance_metric, self.gallery_dtype)
+        )
         self.frame_count = 0
         self.next_track_id = 1
         self.next_birth = 0
@@ -187,6 +211,7 @@ class DeepSORTTracker:
         tracker_id[det_index[out_rows]] = np.where(
             store.confirmed[out_slots], store.track_id[out_slots], -1
         )
+        store.compact()  # renumbers slots: only once no slot index is held any more
         return tracker_id
 
     def _associate(
@@ -271,7 +296,7 @@ class DeepSORTTracker:
         """
         store = self.tracks
         mahalanobis = self.kalman_filter.gating_distance(
-            store.mean[slots], store.covariance[slots], det_xyah
+            store.mean[slots], store.covariance[slots], det_xyah, self.gate_position_only
         )
         iou = iou_matrix(xyah_to_xyxy(store.mean[slots, :4]), xyah_to_xyxy(det_xyah))
         cost = 1.0 - iou
@@ -346,6 +371,9 @@ class DeepSORTTracker:
     ) -> tuple[np.ndarray, np.ndarray]:
         rows = free_rows[det_conf[free_rows] >= self.track_activation_threshold]
         store = self.tracks
+        room = self.max_tracks - len(store)
+        if len(rows) > room:  # keep the most confident (stable: ties in detection order)
+            rows = np.sort(rows[np.argsort(-det_conf[rows], kind="stable")[: max(room, 0)]])
         slots = store.allocate(len(rows))
         store.mean[slots], store.covariance[slots] = self.kalman_filter.initiate(det_xyah[rows])
         store.confirmed[slots] = False
@@ -364,6 +392,11 @@ class DeepSORTTracker:
         return slots, rows
 
     # ------------------------------------------------------------------ state
+    @property
+    def nbytes(self) -> int:
+        """Bytes of tracking state held in memory (track columns and galleries)."""
+        return self.tracks.nbytes
+
     def state_dict(self) -> dict[str, np.ndarray]:
         """Every bit of tracking state as plain numpy arrays (savable with np.savez, no pickle)."""
         state = {

@@ -2,7 +2,8 @@
 
 Tracks live in slots; a deleted track frees its slot for a later one. `active()` lists live
 slots in creation order, which fixes the row order of every cost matrix (and so tie-breaking),
-making results reproducible and state round trips exact.
+making results reproducible and state round trips exact. The columns double when full and
+shrink again (`compact`) once most slots are free, so a crowd that has left does not pin memory.
 """
 
 from __future__ import annotations
@@ -44,6 +45,31 @@ class TrackStore:
 
     def __len__(self) -> int:
         return int(self.alive.sum())
+
+    @property
+    def capacity(self) -> int:
+        return len(self.alive)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the columns and the gallery."""
+        columns = sum(getattr(self, name).nbytes for name in _COLUMNS) + self.alive.nbytes
+        return columns + self.gallery.nbytes
+
+    def compact(self, min_capacity: int = 16) -> None:
+        """Shrink to twice the live tracks when fewer than a quarter of the slots are live.
+
+        Slots are renumbered; nothing observable changes because `active()` orders by birth.
+        """
+        live = np.flatnonzero(self.alive)
+        target = max(min_capacity, 2 * len(live))
+        if self.capacity <= 2 * target:
+            return
+        keep = np.concatenate([live, np.flatnonzero(~self.alive)[: target - len(live)]])
+        self.alive = self.alive[keep]
+        for name in _COLUMNS:
+            setattr(self, name, getattr(self, name)[keep])
+        self.gallery.keep(keep)
 
     def _grow(self, capacity: int) -> None:
         old = len(self.alive)

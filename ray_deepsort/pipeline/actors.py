@@ -4,21 +4,38 @@ Placement is decided from `ray.cluster_resources()` before any actor is created:
 for a GPU on a cluster without one would stay pending forever without an error, so embedders
 get `num_gpus=1` only when the cluster has GPUs, and a plan that cannot fit fails fast with a
 message that says what to change.
+
+Failures: both kinds of actor restart when their process dies (`max_restarts=-1`). Embedding is
+stateless, so embedder calls are retried on the restarted actor (`max_task_retries=-1`) and give
+the same result. A tracker shard's state dies with it, so its calls are never retried: each
+incarnation has a random token (`ready()` returns it) and refuses calls addressed to another
+one with `ShardRestartedError`, so a restart can never silently track on with empty state; the
+driver rebuilds the state and adopts the new token (`ActorPool.await_shards`).
 """
 
 from __future__ import annotations
 
 import math
 import time
+import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ray_deepsort.pipeline.embedder import ModelSpec
 
+# Ray actor options. Embedders are stateless: a restarted one redoes lost calls exactly.
+EMBEDDER_RESTARTS: dict[str, int] = {"max_restarts": -1, "max_task_retries": -1}
+# Tracker shards restart empty; their calls fail instead of running on the empty actor.
+SHARD_RESTARTS: dict[str, int] = {"max_restarts": -1, "max_task_retries": 0}
+
 
 class PlacementError(RuntimeError):
     """The requested actors cannot be scheduled on this cluster (or did not start in time)."""
+
+
+class ShardRestartedError(RuntimeError):
+    """A call meant for one incarnation of a tracker shard reached a restarted (empty) one."""
 
 
 @dataclass(frozen=True)
@@ -131,29 +148,51 @@ class EmbedderActor:
 
 
 class TrackerShardActor:
-    """Ray actor body around `TrackerShard`; embedder results arrive as resolved arguments."""
+    """Ray actor body around `TrackerShard`; embedder results arrive as resolved arguments.
+
+    Calls that read or change tracker state name the incarnation (`ready()`'s token) they are
+    meant for; a restarted actor has another token and raises `ShardRestartedError`.
+    """
 
     def __init__(
-        self, tracker_params: Mapping[str, Any], shard_index: int, num_shards: int
+        self,
+        tracker_params: Mapping[str, Any],
+        shard_index: int,
+        num_shards: int,
+        checkpoint_root: str | None = None,
+        fsync: bool = True,
     ) -> None:
         from ray_deepsort.pipeline.tracker_shard import TrackerShard
 
-        self.shard = TrackerShard(tracker_params, shard_index, num_shards)
+        self.shard = TrackerShard(tracker_params, shard_index, num_shards, checkpoint_root, fsync)
+        self.incarnation = uuid.uuid4().hex  # new at every (re)start
 
-    def ready(self) -> int:
-        return self.shard.shard_index
+    def ready(self) -> str:
+        return self.incarnation
 
-    def process(self, requests: list[Any], *embed_results: Any) -> Any:
+    def _check(self, incarnation: str) -> None:
+        if incarnation != self.incarnation:
+            raise ShardRestartedError(
+                f"tracker shard {self.shard.shard_index} restarted and lost its streams' state"
+            )
+
+    def process(self, incarnation: str, requests: list[Any], *embed_results: Any) -> Any:
+        self._check(incarnation)
         return self.shard.process(requests, embed_results)
 
     def drop_streams(self, stream_ids: list[str]) -> int:
         return self.shard.drop_streams(stream_ids)
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, incarnation: str) -> dict[str, Any]:
+        self._check(incarnation)
         return self.shard.state_dict()
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.shard.load_state_dict(state)
+    def write_checkpoints(
+        self, states: dict[str, Any], positions: dict[str, tuple[str, int, int]]
+    ) -> dict[str, str]:
+        """Write streams from a `state_dict` snapshot (an ObjectRef Ray resolves in this
+        process); any incarnation may: the states are the argument, not this actor's."""
+        return self.shard.write_checkpoints(states, positions)
 
 
 @dataclass
@@ -164,12 +203,38 @@ class ActorPool:
     embedders: list[Any]
     shards: list[Any]
     embedding_dim: int | None
+    shard_incarnations: list[str] = field(default_factory=list)  # what calls to shard k name
 
     def kill(self) -> None:
         import ray
 
         for actor in [*self.embedders, *self.shards]:
             ray.kill(actor)
+
+    def await_shards(self, timeout_s: float) -> None:
+        """Wait until every shard answers (restarted ones included) and adopt their tokens.
+
+        Call it only once the driver is about to rebuild the shards' state: calls naming the
+        new tokens run on whatever state the shards have.
+        """
+        import ray
+        from ray.exceptions import GetTimeoutError, RayActorError
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                tokens = ray.get(
+                    [shard.ready.remote() for shard in self.shards],
+                    timeout=max(0.0, deadline - time.monotonic()),
+                )
+                break
+            except (RayActorError, GetTimeoutError) as error:  # unavailable while restarting
+                if time.monotonic() >= deadline:
+                    raise PlacementError(
+                        f"tracker shards did not come back within {timeout_s:g}s: {error}"
+                    ) from error
+                time.sleep(0.05)
+        self.shard_incarnations = [str(token) for token in tokens]
 
 
 def start_actors(
@@ -182,12 +247,19 @@ def start_actors(
     embedder_class: type[EmbedderActor] = EmbedderActor,
     embedder_kwargs: Mapping[str, Any] | None = None,
     embedder_options: Mapping[str, Any] | None = None,
+    checkpoint_root: str | None = None,
+    fsync: bool = True,
 ) -> ActorPool:
     """Create the actors of `plan` and wait until every one has started (model loaded).
 
+    `checkpoint_root` (the output path) lets tracker shards read and write their streams'
+    checkpoints themselves; on a multi-node cluster it must be storage every node reaches
+    (an object-store URI or a shared volume).
+
     `embedder_class` (an `EmbedderActor` subclass such as `CoalescingEmbedderActor`) gets
     `(spec, metrics_tags=..., **embedder_kwargs)`; `embedder_options` are extra Ray actor
-    options (e.g. `max_restarts`). A plan with no tracker shards needs no `tracker_params`.
+    options that override the defaults (`EMBEDDER_RESTARTS`, CPUs, GPUs). Tracker shards get
+    `SHARD_RESTARTS`. A plan with no tracker shards needs no `tracker_params`.
     Raises `PlacementError` instead of waiting forever when an actor stays pending.
     """
     import ray
@@ -203,6 +275,7 @@ def start_actors(
         options: dict[str, Any] = {
             "num_cpus": plan.embedder_num_cpus,
             "num_gpus": plan.embedder_num_gpus,
+            **EMBEDDER_RESTARTS,
             **(embedder_options or {}),
         }
         if name_prefix:
@@ -214,11 +287,13 @@ def start_actors(
         )
     shards = []
     for k in range(plan.num_shards):
-        options = {"num_cpus": plan.shard_num_cpus}
+        options = {"num_cpus": plan.shard_num_cpus, **SHARD_RESTARTS}
         if name_prefix:
             options["name"] = f"{name_prefix}-shard-{k}"
         shards.append(
-            shard_cls.options(**options).remote(dict(tracker_params or {}), k, plan.num_shards)
+            shard_cls.options(**options).remote(
+                dict(tracker_params or {}), k, plan.num_shards, checkpoint_root, fsync
+            )
         )
     pool = ActorPool(plan=plan, embedders=embedders, shards=shards, embedding_dim=None)
     started = wait_until_started(
@@ -231,6 +306,7 @@ def start_actors(
     )
     if embedders:
         pool.embedding_dim = int(started["embedder 0"])
+    pool.shard_incarnations = [str(started[f"tracker shard {k}"]) for k in range(len(shards))]
     return pool
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ray_deepsort.core import Detections
+from ray_deepsort.pipeline.checkpoint import CheckpointError, CheckpointStore, StreamCheckpoint
 from ray_deepsort.pipeline.registry import OutOfOrderFrameError, TrackerRegistry
 from ray_deepsort.pipeline.sharding import shard_of
 from ray_deepsort.pipeline.types import (
@@ -19,6 +21,8 @@ from ray_deepsort.pipeline.types import (
     TrackRequest,
 )
 
+logger = logging.getLogger("ray_deepsort.pipeline")
+
 
 class TrackerShard:
     """Owns a `TrackerRegistry` for streams with `shard_of(stream_id, num_shards) == shard_index`.
@@ -26,6 +30,11 @@ class TrackerShard:
     `process` takes the frames of one micro-batch in order plus the embedder results they refer
     to; a frame whose embedding failed or whose index goes backwards is reported as a
     `FrameFailure` (and not tracked) so the driver can dead-letter it.
+
+    With `checkpoint_root` (the job's output path), the shard reads and writes its streams'
+    checkpoints itself, so tracker state never travels through the driver: a request marked
+    `restore` loads its stream from storage first, and frames the loaded state already
+    includes (replayed after a restart) are skipped, returning neither result nor failure.
     """
 
     def __init__(
@@ -33,13 +42,18 @@ class TrackerShard:
         tracker_params: Mapping[str, Any] | None = None,
         shard_index: int = 0,
         num_shards: int = 1,
+        checkpoint_root: str | None = None,
+        fsync: bool = True,
     ) -> None:
         if not 0 <= shard_index < num_shards:
             raise ValueError(f"shard_index {shard_index} outside [0, {num_shards})")
         self.shard_index = shard_index
         self.num_shards = num_shards
         self.registry = TrackerRegistry(tracker_params)
+        self.checkpoints = CheckpointStore(checkpoint_root, fsync) if checkpoint_root else None
+        self.restored_through: dict[str, tuple[str, int, int]] = {}  # stream -> checkpoint pos
         self.frames_tracked = 0
+        self.frames_skipped = 0
 
     def process(
         self, requests: Sequence[TrackRequest], embed_results: Sequence[EmbedBatchResult] = ()
@@ -55,6 +69,11 @@ class TrackerShard:
                 raise ValueError(
                     f"stream {request.stream_id!r} belongs to shard {owner}, not {self.shard_index}"
                 )
+            if request.restore:
+                self._restore(request)
+            if self._already_included(request):
+                self.frames_skipped += 1
+                continue
             embeddings = request.embeddings
             if request.embed_slot is not None:
                 result_index, position = request.embed_slot
@@ -93,6 +112,54 @@ class TrackerShard:
         output.track_seconds = time.perf_counter() - started
         return output
 
+    def _restore(self, request: TrackRequest) -> None:
+        """Load the stream's checkpoint (once: a stream already tracked here is kept)."""
+        stream_id = request.stream_id
+        if stream_id in self.registry:
+            return
+        if self.checkpoints is None:
+            raise RuntimeError("a restore request reached a shard without checkpoint storage")
+        topic, partition = request.position.source, request.position.partition
+        try:
+            checkpoint = self.checkpoints.read_stream(topic, partition, stream_id)
+        except CheckpointError as error:
+            # Losing a stream's ids is bad; stopping every stream of the shard is worse.
+            logger.error("stream %r starts with a fresh tracker: %s", stream_id, error)
+            return
+        self.registry.load_state_dict({stream_id: checkpoint.state})
+        self.restored_through[stream_id] = (topic, partition, checkpoint.offset)
+
+    def _already_included(self, request: TrackRequest) -> bool:
+        through = self.restored_through.get(request.stream_id)
+        position = request.position
+        return (
+            through is not None
+            and through[:2] == (position.source, position.partition)
+            and position.offset <= through[2]
+        )
+
+    def write_checkpoints(
+        self,
+        states: Mapping[str, Mapping[str, np.ndarray]],
+        positions: Mapping[str, tuple[str, int, int]],
+    ) -> dict[str, str]:
+        """Write the streams of `positions` (stream -> topic, partition, offset of its last frame)
+        from `states` (a `state_dict()` taken right after that frame); returns stream -> file.
+
+        The driver calls this only once those offsets are committed, so a stream file never
+        holds a frame whose output could still be replayed.
+        """
+        if self.checkpoints is None:
+            raise RuntimeError("this shard has no checkpoint storage")
+        written = {}
+        for stream_id, (topic, partition, offset) in positions.items():
+            state = states.get(stream_id)
+            if state is not None:
+                written[stream_id] = self.checkpoints.write_stream(
+                    StreamCheckpoint(stream_id, topic, partition, offset, dict(state))
+                )
+        return written
+
     @staticmethod
     def _failure(request: TrackRequest, reason: str) -> FrameFailure:
         return FrameFailure(
@@ -106,10 +173,9 @@ class TrackerShard:
         """Forget streams whose input moved elsewhere; returns how many were known."""
         known = [sid for sid in stream_ids if sid in self.registry]
         self.registry.drop(known)
+        for stream_id in stream_ids:
+            self.restored_through.pop(stream_id, None)
         return len(known)
 
     def state_dict(self) -> dict[str, dict[str, np.ndarray]]:
         return self.registry.state_dict()
-
-    def load_state_dict(self, state: Mapping[str, Mapping[str, Any]]) -> None:
-        self.registry.load_state_dict(state)

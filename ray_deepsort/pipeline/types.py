@@ -64,6 +64,9 @@ class TrackRequest:
     frame_shape: tuple[int, int] | None = None  # (height, width) when known
     embeddings: np.ndarray | None = None
     embed_slot: tuple[int, int] | None = None
+    # The stream's state is in checkpoint storage (restored after a restart, or evicted while
+    # idle): the shard loads it from there before tracking this frame.
+    restore: bool = False
 
 
 @dataclass(frozen=True, eq=False)

@@ -258,6 +258,8 @@ class ReIDModel:
         """Embed the boxes of many frames (e.g. one per camera) together: one array per frame.
 
         All crops share forward passes of up to `max_batch_size`; frames may differ in size.
+        A pass that runs out of memory is retried in halves (down to one crop) before the error
+        is raised, so a memory spike costs time, never crops.
         """
         if len(frames) != len(boxes):
             raise ValueError(f"got {len(frames)} frames but {len(boxes)} box arrays")
@@ -297,7 +299,7 @@ class ReIDModel:
                 crops = self._crop_chunk(
                     groups, box_group[chunk], box_batch_index[chunk], rois[chunk]
                 )
-                features[torch.from_numpy(chunk)] = self._embed_crops(crops).cpu()
+                features[torch.from_numpy(chunk)] = self._embed_crops_splitting(crops).cpu()
         return [part.numpy() for part in torch.split(features, counts.tolist())]
 
     def _crop_chunk(
@@ -331,6 +333,30 @@ class ReIDModel:
     def _embed_crops(self, crops: torch.Tensor) -> torch.Tensor:
         return _unit_rows(self._forward(self.preprocess(crops)))
 
+    def _embed_crops_splitting(self, crops: torch.Tensor) -> torch.Tensor:
+        """`_embed_crops`, halving the pass on out-of-memory errors down to single crops.
+
+        Rows are computed independently, so the halves give the rows of the whole pass: no
+        crop is dropped. A single crop that still does not fit raises the error.
+        """
+        try:
+            return self._embed_crops(crops)
+        except RuntimeError as error:  # torch.OutOfMemoryError is a RuntimeError
+            if len(crops) <= 1 or not is_out_of_memory(error):
+                raise
+            logger.warning(
+                "out of memory embedding %d crops on %s: retrying in halves",
+                len(crops),
+                self.device,
+            )
+        # Outside the except block, so the failed pass's tensors (held by the traceback) are free.
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        half = (len(crops) + 1) // 2
+        return torch.cat(
+            [self._embed_crops_splitting(crops[:half]), self._embed_crops_splitting(crops[half:])]
+        )
+
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             features = self.backbone(batch.to(device=self.device, dtype=self.dtype))
@@ -343,6 +369,14 @@ class ReIDModel:
             f"ReIDModel({type(self.backbone).__name__}, input_size={self.input_size}, "
             f"device={self.device}, dtype={self.dtype}, color_order={self.color_order!r})"
         )
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """`torch.OutOfMemoryError` (alias `torch.cuda.OutOfMemoryError`) or a RuntimeError whose
+    message says "out of memory" (other allocators and older torch builds)."""
+    return isinstance(error, torch.cuda.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+    )
 
 
 def _unit_rows(features: torch.Tensor) -> torch.Tensor:

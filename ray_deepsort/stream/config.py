@@ -104,6 +104,9 @@ class TrackerConfig:
     appearance_weight: float = 0.5
     distance_metric: str = "cosine"
     gallery_budget: int = 100
+    gallery_dtype: str = "float32"
+    max_tracks: int = 1000
+    gate_position_only: bool = True
     class_agnostic: bool = False
 
     def params(self) -> dict[str, Any]:
@@ -123,6 +126,7 @@ class OutputConfig:
 class CheckpointConfig:
     enabled: bool = True
     every_batches: int = 1  # snapshot every N-th micro-batch, written after its offsets commit
+    evict_idle_s: float = 0.0  # streams silent this long leave memory (state stays on disk)
 
 
 @dataclass
@@ -134,6 +138,10 @@ class JobConfig:
     stop_after_batches: int = 0
     fail_after_batches: int = 0
     metrics: bool = True
+    request_timeout_s: float = 30.0  # one produce flush / offset commit waits this long
+    retry_backoff_s: float = 0.5  # first wait after a failed produce or commit; doubles
+    retry_backoff_max_s: float = 30.0
+    broker_timeout_s: float = 600.0  # produce/commit failing this long fails the job; 0 = never
 
 
 @dataclass
@@ -185,6 +193,8 @@ class StreamConfig:
             "actors.num_shards": self.actors.num_shards,
             "actors.start_timeout_s": self.actors.start_timeout_s,
             "checkpoint.every_batches": self.checkpoint.every_batches,
+            "job.request_timeout_s": self.job.request_timeout_s,
+            "job.retry_backoff_s": self.job.retry_backoff_s,
         }
         for name, value in positive.items():
             if value <= 0:
@@ -201,10 +211,14 @@ class StreamConfig:
             "job.expected_frames": self.job.expected_frames,
             "job.stop_after_batches": self.job.stop_after_batches,
             "job.fail_after_batches": self.job.fail_after_batches,
+            "job.broker_timeout_s": self.job.broker_timeout_s,
+            "checkpoint.evict_idle_s": self.checkpoint.evict_idle_s,
         }
         for name, value in non_negative.items():
             if value < 0:
                 raise ConfigError(f"{name} must be >= 0, got {value}")
+        if self.job.retry_backoff_max_s < self.job.retry_backoff_s:
+            raise ConfigError("job.retry_backoff_max_s must be >= job.retry_backoff_s")
         if str(self.actors.use_gpu).lower() not in ("auto", "true", "false"):
             raise ConfigError("actors.use_gpu must be 'auto', true or false")
         if not self.output.path:

@@ -11,6 +11,13 @@ atomically, results and dead letters are produced and flushed, and only then are
 offsets committed. A replay after a crash therefore starts at the first uncommitted frame and
 rewrites the same Parquet files (deterministic names; uncommitted leftovers are deleted when a
 partition is assigned), so the output holds every frame exactly once.
+
+Before partitions are revoked in a rebalance the batches in flight are finished and committed
+(`_PartitionHandoff`), so the next owner starts exactly there. Broker outages are waited out:
+produce and commit are retried with backoff (`ray_deepsort.stream.retry`), idling does not count
+while the broker does not answer, and a broker that lost its committed offsets (restarted
+without storage) is noticed and this job's own offsets win (docs/streaming.md, "Rebalances and
+broker outages").
 """
 
 from __future__ import annotations
@@ -27,8 +34,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 
-from ray_deepsort.pipeline.checkpoint import CheckpointStore, PartitionManifest, StreamCheckpoint
+from ray_deepsort.pipeline.checkpoint import CheckpointStore, PartitionManifest
 from ray_deepsort.pipeline.embedder import ModelSpec, forward_batch_size
 from ray_deepsort.pipeline.parquet import ParquetResultWriter, batch_file_stem
 from ray_deepsort.pipeline.sharding import shard_of
@@ -41,6 +49,7 @@ from ray_deepsort.pipeline.types import (
 )
 from ray_deepsort.stream.config import StreamConfig
 from ray_deepsort.stream.metrics import JobMetrics
+from ray_deepsort.stream.retry import Backoff
 from ray_deepsort.stream.wire import (
     FrameMessage,
     WireFormatError,
@@ -50,6 +59,10 @@ from ray_deepsort.stream.wire import (
 )
 
 logger = logging.getLogger("ray_deepsort.stream")
+
+# Recoveries in a row without a new frame written before the job gives up (a frame that kills
+# its shard every time would otherwise be replayed forever).
+MAX_STALLED_RECOVERIES = 5
 
 
 class SimulatedCrash(RuntimeError):
@@ -84,6 +97,12 @@ class JobSummary:
     actors: str = ""
     committed: dict[str, int] = field(default_factory=dict)
     checkpoints: int = 0  # partition checkpoints (manifests) written
+    actor_recoveries: int = 0  # rebuilds after a tracker shard died (or an embed failed for good)
+    streams_evicted: int = 0  # idle streams moved out of memory (checkpoint.evict_idle_s)
+    handoffs: int = 0  # rebalances that finished and committed the batches in flight first
+    produce_retries: int = 0  # produce attempts repeated after a failure (broker outage)
+    commit_failures: int = 0  # offset commits that failed (retried later)
+    broker_resets: int = 0  # partitions whose committed offset the broker lost (see docs)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -93,6 +112,16 @@ class JobSummary:
 class _DeadLetter:
     record: Any
     reason: str
+
+
+@dataclass
+class _Outgoing:
+    """One record for the results or dead-letter topic (kept until the broker acknowledged it)."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] | None = None
 
 
 @dataclass
@@ -112,6 +141,7 @@ class _Batch:
     replay_below: dict[Any, int] = field(default_factory=dict)  # output only from here on
     state_refs: list[Any] = field(default_factory=list)  # shard state_dicts after this batch
     stream_positions: dict[str, tuple[Any, int]] = field(default_factory=dict)
+    consumed: int = 0  # records counted in `records_seen` (replayed ones are not)
 
 
 @dataclass
@@ -183,7 +213,14 @@ class StreamJob:
             input_size=(cfg.model.input_height, cfg.model.input_width),
         )
         self._init_state()
-        self.pool = start_actors(plan, model, cfg.tracker.params(), cfg.actors.start_timeout_s)
+        self.pool = start_actors(
+            plan,
+            model,
+            cfg.tracker.params(),
+            cfg.actors.start_timeout_s,
+            checkpoint_root=cfg.output.path if cfg.checkpoint.enabled else None,
+            fsync=cfg.output.fsync,
+        )
         self.summary.actors = plan.describe()
         crashed = False
         try:
@@ -196,13 +233,9 @@ class StreamJob:
             self.metrics = JobMetrics(cfg.job.metrics, {"group": cfg.kafka.group_id})
             self.producer = self._producer_factory(cfg)
             self.consumer = self._consumer_factory(cfg)
-            self.consumer.subscribe(cfg.kafka.frames_topics)
-            self.summary.stop_reason = self._loop()
-            self._drain()
-            self._snapshot_now()
-            self._commit(force=True)
-            if not self.pending_commit:
-                self._write_checkpoint()  # everything is committed: the final state is safe
+            self.handoff = _PartitionHandoff(self)
+            self.consumer.subscribe(cfg.kafka.frames_topics, listener=self.handoff)
+            self._run_until_stopped()
             logger.info("stopped (%s): %s", self.summary.stop_reason, self._progress_line())
         except SimulatedCrash:
             crashed = True
@@ -246,17 +279,40 @@ class StreamJob:
         self.covered: dict[Any, int] = {}  # partition -> next offset tracked (replay included)
         self.stream_position: dict[str, tuple[Any, int]] = {}  # last offset sent to a shard
         self.persisted: dict[str, tuple[Any, int]] = {}  # what the stream's file holds
-        self.skip_through: dict[str, tuple[Any, int]] = {}  # restored state includes these
+        # stream -> its partition, for streams whose state is only in checkpoint storage
+        # (restored partitions, evicted idle streams): their shard loads it at the next frame.
+        self.on_disk: dict[str, Any] = {}
+        self.last_seen: dict[str, float] = {}  # stream -> monotonic time of its last frame
+        self.evict_check_at = 0.0
         self.replay_below: dict[Any, int] = {}  # partition -> committed offset during replay
         self.initial_manifest_due: set[Any] = set()
         self.snapshot_due: _Snapshot | None = None
         self.checkpoints_written = 0
+        # actor failures (see _recover_actors)
+        self.progress_at_recovery = -1
+        self.stalled_recoveries = 0
+        # rebalances and broker outages (see _PartitionHandoff, _produce, _commit)
+        self.in_handoff = False  # finishing batches inside a rebalance callback
+        self.listener_error: BaseException | None = None  # raised again on the main thread
+        self.lost_in_rebalance: set[Any] = set()  # membership lost: their state is void
+        self.revoked_in_rebalance: set[Any] = set()  # given up (maybe reassigned at once)
+        self.rebalance_done = True  # no revoke callback waiting for its assignment
+        self.idle_reset_at = 0.0  # rebalances and unreachable brokers are not idling
+        self.broker_was_away = False  # the last idle check found the broker unreachable
+        job = self.config.job
+        self.commit_backoff = Backoff(
+            job.retry_backoff_s, job.retry_backoff_max_s, job.broker_timeout_s
+        )
+        self.commit_retry_at = 0.0
 
     def _close(self, crashed: bool) -> None:
         closers: list[Callable[[], Any]] = []
         if hasattr(self, "consumer"):
+            if hasattr(self, "handoff"):
+                # Closing calls on_partitions_revoked: everything that may be committed is.
+                self.handoff.enabled = False
             closers.append(lambda: self.consumer.close(autocommit=False))
-        if hasattr(self, "producer"):
+        if getattr(self, "producer", None) is not None:
             closers.append(lambda: self.producer.close(timeout=0 if crashed else 5))
         closers.append(self.pool.kill)
         for closer in closers:
@@ -266,6 +322,25 @@ class StreamJob:
                 logger.warning("while closing: %s", error)
 
     # ------------------------------------------------------------------ main loop
+    def _run_until_stopped(self) -> None:
+        """Loop, drain, final checkpoint; after a dead actor (even one that dies while the job
+        recovers from another) the job is recovered and the loop resumed."""
+        failure: BaseException | None = None
+        while True:
+            try:
+                if failure is not None:
+                    self._recover_actors(failure)
+                    failure = None
+                self.summary.stop_reason = self._loop()
+                self._drain()
+                self._snapshot_now()
+                self._commit(force=True)
+                if not self.pending_commit:
+                    self._write_checkpoint()  # everything is committed: the final state is safe
+                return
+            except _actor_errors() as error:
+                failure = error
+
     def _loop(self) -> str:
         cfg = self.config
         while True:
@@ -289,13 +364,30 @@ class StreamJob:
                 self._finish_ready(block=False, timeout=cfg.batch.max_wait_ms / 1000)
             self._commit()
             self._maybe_progress()
+            self._evict_idle()
 
     def _idle_too_long(self) -> bool:
         limit = self.config.job.max_idle_s
         if not limit or self.first_assignment_at is None or self.inflight:
             return False
-        since = max(self.first_assignment_at, self.last_record_at or 0.0)
-        return time.monotonic() - since >= limit
+        since = max(self.first_assignment_at, self.last_record_at or 0.0, self.idle_reset_at)
+        if time.monotonic() - since < limit:
+            return False
+        answers = self._broker_answers()
+        if answers and not self.broker_was_away:
+            return True
+        # No input because the broker is down (or the group rebalances) is not idling: wait.
+        # Once it answers again, idling starts over: after a restart the consumer may not know
+        # yet that it has to rejoin the group.
+        if not answers:
+            logger.warning(
+                "no input for %.0fs, but the broker does not answer (or the group is "
+                "rebalancing): waiting for it",
+                time.monotonic() - since,
+            )
+        self.broker_was_away = not answers
+        self.idle_reset_at = time.monotonic()
+        return False
 
     def _poll_batch(self) -> list[Any]:
         """Up to `batch.max_frames` records, waiting at most `batch.max_wait_ms` after the first."""
@@ -308,6 +400,9 @@ class StreamJob:
             polled = self.consumer.poll(
                 timeout_ms=int(wait_s * 1000), max_records=cfg.max_frames - len(collected)
             )
+            if self.listener_error is not None:  # raised in a rebalance callback
+                error, self.listener_error = self.listener_error, None
+                raise error
             for records in polled.values():
                 collected.extend(records)
             if collected and deadline is None:
@@ -320,56 +415,31 @@ class StreamJob:
     def _handle_assignment(self, records: list[Any]) -> list[Any]:
         """React to assignment changes; drop records of partitions we no longer own or saw."""
         current = set(self.consumer.assignment())
-        gained, lost = current - self.owned, self.owned - current
+        # Records of partitions revoked or lost in a rebalance callback are not processed (they
+        # may have been polled before it): they are fetched again once the partition is
+        # assigned again. Until the rebalance completes, `assignment()` still lists them.
+        fenced = self.revoked_in_rebalance | self.lost_in_rebalance
+        # Lost partitions count as lost and, if assigned again, as gained, even when the main
+        # thread never saw them go.
+        void, self.lost_in_rebalance = self.lost_in_rebalance, set()
+        rebalanced: set[Any] = set()
+        if self.rebalance_done:
+            rebalanced, self.revoked_in_rebalance = self.revoked_in_rebalance, set()
+        gained = (current - self.owned) | (void & current)
+        lost = (self.owned - current) | (void & self.owned)
         if lost:
             logger.warning("partitions revoked: %s", sorted(map(str, lost)))
-            for batch in self.inflight:
-                # Their results must not be written even if the partition comes back: it is
-                # then replayed from the committed offset.
-                batch.revoked |= lost
-            self.snapshot_due = None  # may hold states of lost partitions' streams
-            for tp in lost:
-                self.next_offset.pop(tp, None)
-                self.pending_commit.pop(tp, None)
-                self.manifests.pop(tp, None)
-                self.covered.pop(tp, None)
-                self.replay_below.pop(tp, None)
-                self.initial_manifest_due.discard(tp)
-                streams = self.partition_streams.pop(tp, set())
-                if streams:
-                    for actor in self.pool.shards:
-                        actor.drop_streams.remote(sorted(streams))
-                    for stream_id in streams:
-                        self.stream_position.pop(stream_id, None)
-                        self.persisted.pop(stream_id, None)
-                        self.skip_through.pop(stream_id, None)
-        reseeked: set[Any] = set()
-        if gained:
-            if self.first_assignment_at is None:
-                self.first_assignment_at = time.monotonic()
-            for tp in sorted(gained, key=lambda t: (t.topic, t.partition)):
-                committed = self.consumer.committed(tp)
-                start = 0 if committed is None else int(committed)
-                removed = self.writer.remove_uncommitted(tp.topic, tp.partition, start)
-                if removed:
-                    logger.info(
-                        "%s: removed %d uncommitted file(s) at offsets >= %d",
-                        tp,
-                        len(removed),
-                        start,
-                    )
-                self.summary.leftovers_removed += len(removed)
-                if committed is not None:
-                    self.committed[tp] = int(committed)
-                if self.checkpoints is not None and self._restore_partition(tp, committed):
-                    reseeked.add(tp)
-            logger.info("partitions assigned: %s", sorted(map(str, gained)))
+            self._revoke_partitions(lost)
+        reseeked = self._assign_partitions(gained) if gained else set()
+        kept_through = (rebalanced & self.owned & current) - lost
+        if kept_through:
+            self._resume_kept(kept_through)
         self.owned = current
         kept = []
         for record in records:
             tp = _topic_partition(record.topic, record.partition)
-            if tp not in current or tp in reseeked:
-                continue  # not ours, or fetched before seeking back to the checkpoint
+            if tp not in current or tp in reseeked or tp in fenced:
+                continue  # not ours, fetched before seeking back, or before a rebalance
             if tp in self.initial_manifest_due:
                 self.initial_manifest_due.discard(tp)
                 self._write_initial_manifest(tp, record.offset)
@@ -380,6 +450,123 @@ class StreamJob:
             kept.append(record)
         return kept
 
+    def _revoke_partitions(self, lost: set[Any]) -> None:
+        """Forget `lost` partitions: in-flight results, offsets, checkpoint state, their streams."""
+        for batch in self.inflight:
+            # Their results must not be written even if the partition comes back: it is
+            # then replayed from the committed offset.
+            batch.revoked |= lost
+        self.snapshot_due = None  # may hold states of lost partitions' streams
+        for tp in lost:
+            self.next_offset.pop(tp, None)
+            self.pending_commit.pop(tp, None)
+            self.manifests.pop(tp, None)
+            self.covered.pop(tp, None)
+            self.replay_below.pop(tp, None)
+            self.initial_manifest_due.discard(tp)
+            streams = self.partition_streams.pop(tp, set())
+            if streams:
+                for actor in self.pool.shards:
+                    actor.drop_streams.remote(sorted(streams))
+                for stream_id in streams:
+                    self.stream_position.pop(stream_id, None)
+                    self.persisted.pop(stream_id, None)
+                    self.on_disk.pop(stream_id, None)
+                    self.last_seen.pop(stream_id, None)
+
+    def _assign_partitions(self, gained: set[Any]) -> set[Any]:
+        """Take over `gained` partitions at their committed offsets: remove uncommitted files,
+        restore checkpointed streams. Returns the partitions sent back to replay a checkpoint."""
+        reseeked: set[Any] = set()
+        if self.first_assignment_at is None:
+            self.first_assignment_at = time.monotonic()
+        for tp in sorted(gained, key=lambda t: (t.topic, t.partition)):
+            committed = self.consumer.committed(tp)
+            ours = self.committed.get(tp)
+            if ours is not None and (committed is None or committed < ours):
+                self._broker_lost_offsets(tp, committed, ours)
+                committed = ours  # keep this job's output and state at and above it
+                self.consumer.seek(tp, ours)
+                self.next_offset[tp] = ours  # re-published records below it are skipped
+                self.pending_commit[tp] = ours  # and the broker gets the offset back
+            start = 0 if committed is None else int(committed)
+            removed = self.writer.remove_uncommitted(tp.topic, tp.partition, start)
+            if removed:
+                logger.info(
+                    "%s: removed %d uncommitted file(s) at offsets >= %d",
+                    tp,
+                    len(removed),
+                    start,
+                )
+            self.summary.leftovers_removed += len(removed)
+            if committed is not None:
+                self.committed[tp] = int(committed)
+            if self.checkpoints is not None and self._restore_partition(tp, committed):
+                reseeked.add(tp)
+        logger.info("partitions assigned: %s", sorted(map(str, gained)))
+        return reseeked
+
+    # ------------------------------------------------------------------ actor failures
+    def _recover_actors(self, error: BaseException) -> None:
+        """A tracker shard died (or an embed failed for good): rebuild every owned partition.
+
+        Batches finish in order, so the failed batch and all after it have written nothing:
+        they are dropped and what is finished is committed. Once every shard answers again,
+        each owned partition is revoked and re-assigned in place, as in a rebalance: its streams
+        are dropped on all shards, restored from the checkpoint and replayed without output up
+        to the committed offset. Without checkpoints they restart with fresh trackers there.
+        """
+        progress = self.summary.frames + self.summary.dead_letters
+        self.stalled_recoveries = (
+            self.stalled_recoveries + 1 if progress == self.progress_at_recovery else 1
+        )
+        self.progress_at_recovery = progress
+        if self.stalled_recoveries > MAX_STALLED_RECOVERIES:
+            raise RuntimeError(
+                f"actors failed {self.stalled_recoveries} times in a row without a new frame "
+                "written; giving up"
+            ) from error
+        dropped = list(self.inflight)
+        self.inflight.clear()
+        self.metrics.gauge("inflight", 0)
+        logger.warning(
+            "actor failure (%s: %s): dropping %d batch(es) in flight, rebuilding tracker state",
+            type(error).__name__,
+            str(error).strip().splitlines()[0] if str(error).strip() else "",
+            len(dropped),
+        )
+        self.batch_counter -= len(dropped)  # they are polled again
+        self.records_seen -= sum(batch.consumed for batch in dropped)
+        rewind: dict[Any, int] = {}  # partition -> first dropped offset
+        for batch in dropped:
+            for topic, partition, offset in batch.records:
+                tp = _topic_partition(topic, partition)
+                rewind[tp] = min(offset, rewind.get(tp, offset))
+        partitions = set(self.consumer.assignment())
+        for tp in set(self.pending_commit) - partitions:
+            del self.pending_commit[tp]  # given away meanwhile: the next owner replays them
+        self._commit(force=True)
+        # Back to the first unfinished record (a checkpoint restore may go further back).
+        for tp in partitions:
+            if tp in self.committed:
+                self.consumer.seek(tp, self.committed[tp])
+            elif self.config.kafka.auto_offset_reset == "earliest":
+                self.consumer.seek_to_beginning(tp)
+            elif tp in rewind:
+                self.consumer.seek(tp, rewind[tp])
+        self.pool.await_shards(self.config.actors.start_timeout_s)
+        self._revoke_partitions(self.owned | partitions)
+        self._assign_partitions(partitions)
+        self.owned = partitions
+        if self.checkpoints is None and partitions:
+            logger.warning(
+                "checkpoints are off: the streams of %s restart with fresh trackers (new track "
+                "ids) at the committed offsets",
+                sorted(map(str, partitions)),
+            )
+        self.summary.actor_recoveries += 1
+        self.idle_reset_at = time.monotonic()  # recovering is not idling
+
     # ------------------------------------------------------------------ submit
     def _submit(self, records: list[Any]) -> None:
         cfg = self.config
@@ -387,7 +574,8 @@ class StreamJob:
         if self.first_submit_at is None:
             self.first_submit_at = time.monotonic()
         self.batch_counter += 1
-        self.last_record_at = time.monotonic()
+        polled_at = self.last_record_at = time.monotonic()
+        records_before = self.records_seen
         dead: list[_DeadLetter] = []
         frames: list[tuple[Any, FrameMessage]] = []
         first_offsets: dict[Any, int] = {}
@@ -416,12 +604,10 @@ class StreamJob:
                 if not replaying:
                     dead.append(_DeadLetter(record, error.reason))
                 continue
-            restored = self.skip_through.get(frame.stream_id)
-            if restored is not None and restored[0] == tp and record.offset <= restored[1]:
-                continue  # the restored tracker state already includes this frame
             frames.append((record, frame))
             self.partition_streams[tp].add(frame.stream_id)
             self.stream_position[frame.stream_id] = (tp, record.offset)
+            self.last_seen[frame.stream_id] = polled_at
         decode_s = time.perf_counter() - started
 
         embed_refs, slots = self._submit_embeddings(frames)
@@ -449,11 +635,14 @@ class StreamJob:
                     frame_shape=None if frame.width is None else (frame.height, frame.width),
                     embeddings=frame.embeddings,
                     embed_slot=embed_slot,
+                    restore=self.on_disk.pop(frame.stream_id, None) is not None,
                 )
             )
         shard_refs = [
             self.pool.shards[shard].process.remote(
-                requests, *[embed_refs[r] for r in shard_embed_refs[shard]]
+                self.pool.shard_incarnations[shard],
+                requests,
+                *[embed_refs[r] for r in shard_embed_refs[shard]],
             )
             for shard, requests in sorted(per_shard.items())
         ]
@@ -461,7 +650,7 @@ class StreamJob:
             self.checkpoints is not None and self.batch_counter % cfg.checkpoint.every_batches == 0
         )
         # Actor calls run in submission order, so these are the states right after this batch.
-        state_refs = [shard.state_dict.remote() for shard in self.pool.shards] if snapshot else []
+        state_refs = self._state_dict_refs() if snapshot else []
         self.inflight.append(
             _Batch(
                 batch_id=self.batch_counter,
@@ -476,6 +665,7 @@ class StreamJob:
                 replay_below=replay_below,
                 state_refs=state_refs,
                 stream_positions=dict(self.stream_position) if snapshot else {},
+                consumed=self.records_seen - records_before,
             )
         )
         self.metrics.gauge("inflight", len(self.inflight))
@@ -537,19 +727,19 @@ class StreamJob:
                 )
                 if len(ready) < len(head.shard_refs):
                     return
-            self._finish(self.inflight.popleft())
+            # A dead shard raises here, before anything of the batch is written: it stays in
+            # flight for _recover_actors.
+            outputs: list[ShardOutput] = ray.get(head.shard_refs)
+            self._finish(self.inflight.popleft(), outputs)
             block, timeout = False, 0
 
     def _drain(self) -> None:
         while self.inflight:
             self._finish_ready(block=True)
 
-    def _finish(self, batch: _Batch) -> None:
-        import ray
-
+    def _finish(self, batch: _Batch, outputs: list[ShardOutput]) -> None:
         cfg = self.config
         sink_started = time.perf_counter()
-        outputs: list[ShardOutput] = ray.get(batch.shard_refs)
         owned = self.owned - batch.revoked
         dead = list(batch.dead)
         results: list[FrameResult] = []
@@ -581,14 +771,14 @@ class StreamJob:
             self.summary.files_written += len(self.writer.write(stem, group))
         parquet_s = time.perf_counter() - sink_started
 
-        futures = []
+        outgoing: list[_Outgoing] = []
         if cfg.kafka.results_topic:
             for result in results:
-                futures.append(
-                    self.producer.send(
+                outgoing.append(
+                    _Outgoing(
                         cfg.kafka.results_topic,
-                        key=result.stream_id.encode("utf-8"),
-                        value=self._result_message(result),
+                        result.stream_id.encode("utf-8"),
+                        self._result_message(result),
                     )
                 )
         for letter in dead:
@@ -613,16 +803,8 @@ class StreamJob:
                     # record at every restart): keep its head; the source offset finds the rest.
                     headers.append(("value_truncated", str(len(value)).encode("ascii")))
                     value = value[: cfg.kafka.max_message_bytes]
-                futures.append(
-                    self.producer.send(
-                        cfg.kafka.dead_letter_topic, key=record.key, value=value, headers=headers
-                    )
-                )
-        if futures:
-            self.producer.flush()
-            for future in futures:
-                if future.failed():
-                    raise RuntimeError(f"producing to Kafka failed: {future.exception}")
+                outgoing.append(_Outgoing(cfg.kafka.dead_letter_topic, record.key, value, headers))
+        self._produce(outgoing)
         sink_s = time.perf_counter() - sink_started
 
         self.summary.batches += 1
@@ -685,30 +867,207 @@ class StreamJob:
             },
         )
 
+    # ------------------------------------------------------------------ sinks, broker outages
+    def _produce(self, outgoing: list[_Outgoing]) -> None:
+        """Send `outgoing` and wait until the broker acknowledged every record.
+
+        A flush that times out (broker unreachable) is waited for again: the producer keeps
+        retrying those records itself. Records that could not be sent, or that the producer gave
+        up on, are sent again after a backoff by a new producer (a broker that lost its state
+        can leave an idempotent producer unusable). After `job.broker_timeout_s` of failures the
+        job fails with `BrokerUnavailableError`. A record may then reach the topic twice (the
+        results topic is at least once); nothing is committed before all are acknowledged.
+        """
+        from kafka.errors import KafkaError
+
+        job = self.config.job
+        backoff = Backoff(job.retry_backoff_s, job.retry_backoff_max_s, job.broker_timeout_s)
+        unsent = collections.deque(outgoing)
+        waiting: list[tuple[_Outgoing, Any]] = []  # sent, not acknowledged yet
+        while unsent or waiting:
+            error: BaseException | None = None
+            try:
+                if unsent and not waiting:
+                    if self.producer is None:
+                        self.producer = self._producer_factory(self.config)
+                    while unsent:
+                        message = unsent[0]
+                        future = self.producer.send(
+                            message.topic,
+                            key=message.key,
+                            value=message.value,
+                            headers=message.headers,
+                        )
+                        waiting.append((message, future))
+                        unsent.popleft()
+                if waiting:
+                    self.producer.flush(timeout=job.request_timeout_s)
+            except KafkaError as exc:  # no broker for the metadata, or the flush timed out
+                if not exc.retriable:
+                    raise
+                error = exc
+            failed: list[_Outgoing] = []
+            pending: list[tuple[_Outgoing, Any]] = []
+            for message, future in waiting:
+                if not future.is_done:
+                    pending.append((message, future))
+                elif future.failed():
+                    failed.append(message)
+                    error = error or future.exception
+            waiting = pending
+            unsent.extendleft(reversed(failed))
+            if not unsent and not waiting:
+                return
+            delay = backoff.failed("producing results/dead letters", error or "not acknowledged")
+            self.summary.produce_retries += 1
+            if waiting:
+                logger.warning(
+                    "%d record(s) not acknowledged after %gs (%s): waiting for the broker",
+                    len(waiting),
+                    job.request_timeout_s,
+                    error,
+                )
+                continue
+            logger.warning(
+                "producing %d record(s) failed (%s): retrying with a new producer in %.1fs",
+                len(unsent),
+                error,
+                delay,
+            )
+            self._discard_producer()
+            time.sleep(delay)
+
+    def _discard_producer(self) -> None:
+        """Close the producer (none of its records is pending); the next send makes a new one."""
+        producer, self.producer = self.producer, None
+        if producer is not None:
+            try:
+                producer.close(timeout=0)
+            except Exception as error:  # a broken producer may not close cleanly
+                logger.warning("closing the failed producer: %s", error)
+
+    def _broker_answers(self) -> bool:
+        """Whether the consumer is a stable group member and the broker answers right now."""
+        from kafka.errors import KafkaError
+        from kafka.structs import MemberState
+
+        if self.consumer.group_metadata().state != MemberState.STABLE:
+            return False
+        probe = sorted(self.owned, key=lambda t: (t.topic, t.partition)) or [
+            _topic_partition(self.config.kafka.frames_topics[0], 0)
+        ]
+        try:
+            self.consumer.end_offsets(
+                probe, timeout_ms=int(self.config.job.request_timeout_s * 1000)
+            )
+        except KafkaError:
+            return False
+        return True
+
+    def _broker_lost_offsets(self, tp: Any, broker_offset: int | None, ours: int) -> None:
+        """The broker's committed offset went back behind this job's own commit.
+
+        While the job runs, no one else can move a committed offset backwards (resetting a
+        group's offsets needs an empty group), so the broker lost its state: restarted without
+        persistent storage (like the bundled test broker) or restored from an older copy.
+        """
+        self.summary.broker_resets += 1
+        logger.error(
+            "%s: the broker's committed offset is %s but this job committed %d: the broker "
+            "lost its state (restarted without persistent storage?). Resuming at offset %d "
+            "and committing it again: records the broker holds below %d are taken as already "
+            "processed (a re-published copy of the same records is skipped; records that are "
+            "new but numbered below %d are NOT processed)",
+            tp,
+            broker_offset,
+            ours,
+            ours,
+            ours,
+            ours,
+        )
+
+    # ------------------------------------------------------------------ rebalances
+    def _hand_off(self) -> dict[Any, int]:
+        """Partitions are being revoked: finish every batch in flight (sinks written) and take
+        a snapshot; returns the offsets to commit so that the next owner starts exactly here.
+
+        Runs in the rebalance callback on kafka-python's IO thread while the main thread waits
+        in `poll`: blocking consumer calls are not allowed there, so `_commit` defers.
+        """
+        if not (self.inflight or self.pending_commit):
+            return {}
+        started = time.monotonic()
+        batches = len(self.inflight)
+        self.in_handoff = True
+        try:
+            self._drain()
+            self._snapshot_now()
+        finally:
+            self.in_handoff = False
+        self.summary.handoffs += 1
+        logger.info(
+            "rebalance: finished %d batch(es) in flight in %.2fs; committing %s",
+            batches,
+            time.monotonic() - started,
+            {str(tp): o for tp, o in self.pending_commit.items()},
+        )
+        return dict(self.pending_commit)
+
+    def _resume_kept(self, partitions: set[Any]) -> None:
+        """Partitions kept through a rebalance: continue where this job is.
+
+        kafka-python resets their fetch position to the committed offset, which is behind when
+        the handoff commit failed, and far behind when the broker lost its offsets.
+        """
+        for tp in sorted(partitions, key=lambda t: (t.topic, t.partition)):
+            ours = self.committed.get(tp)
+            if ours is not None:
+                broker_offset = self.consumer.committed(tp)
+                if broker_offset is None or broker_offset < ours:
+                    self._broker_lost_offsets(tp, broker_offset, ours)
+                    self.pending_commit.setdefault(tp, ours)
+            position = self.next_offset.get(tp)
+            if position is not None:
+                self.consumer.seek(tp, position)
+
     # ------------------------------------------------------------------ commits, progress
     def _commit(self, force: bool = False) -> None:
-        if not self.pending_commit:
+        """Commit the finished batches' offsets (every `commit_interval_s`); a failed commit is
+        retried with backoff (`job.retry_backoff_s`...), a forced one at once."""
+        if not self.pending_commit or self.in_handoff:
+            return  # in a rebalance callback the handoff commits
+        now = time.monotonic()
+        due = now - self.last_commit >= self.config.job.commit_interval_s
+        if not force and (not due or now < self.commit_retry_at):
             return
-        due = time.monotonic() - self.last_commit >= self.config.job.commit_interval_s
-        if not (force or due):
-            return
-        from kafka.errors import CommitFailedError, KafkaError
-        from kafka.structs import OffsetAndMetadata
+        from kafka.errors import KafkaError
 
-        offsets = {
-            tp: OffsetAndMetadata(offset, "", -1) for tp, offset in self.pending_commit.items()
-        }
+        pending = dict(self.pending_commit)
         try:
-            self.consumer.commit(offsets=offsets)
-        except (CommitFailedError, KafkaError) as error:
-            logger.warning("commit failed (will retry after the next batch): %s", error)
+            self.consumer.commit(
+                offsets=_commit_offsets(pending),
+                timeout_ms=int(self.config.job.request_timeout_s * 1000),
+            )
+        except KafkaError as error:
+            self.summary.commit_failures += 1
+            delay = self.commit_backoff.failed("committing offsets", error)
+            self.commit_retry_at = time.monotonic() + delay
+            logger.warning("commit failed (retrying in %.1fs): %s", delay, error)
             return
-        self.committed.update(self.pending_commit)
+        self._committed_now(pending)
+
+    def _committed_now(self, offsets: dict[Any, int]) -> None:
+        """`offsets` are committed: record them and write the checkpoint they cover."""
+        self.committed.update(offsets)
         self.summary.committed = {
             f"{tp.topic}:{tp.partition}": o for tp, o in self.committed.items()
         }
-        self.pending_commit = {}
+        for tp, offset in offsets.items():
+            if self.pending_commit.get(tp) == offset:
+                del self.pending_commit[tp]
         self.last_commit = time.monotonic()
+        self.commit_backoff.succeeded()
+        self.commit_retry_at = 0.0
         self._write_checkpoint()
 
     # ------------------------------------------------------------------ checkpoints
@@ -723,22 +1082,31 @@ class StreamJob:
         snapshot, self.snapshot_due = self.snapshot_due, None
         if snapshot is None or self.checkpoints is None:
             return
-        states: dict[str, dict[str, np.ndarray]] = {}
-        for shard_states in ray.get(snapshot.state_refs):
-            states.update(shard_states)
-        written: dict[Any, dict[str, str]] = collections.defaultdict(dict)
-        for stream_id, state in states.items():
-            position = snapshot.stream_positions.get(stream_id)
-            if position is None or self.persisted.get(stream_id) == position:
-                continue
+        # Each shard writes its own streams' files from its snapshot (the states never travel
+        # through the driver); only streams that moved since their last file are written.
+        due: dict[int, dict[str, tuple[str, int, int]]] = collections.defaultdict(dict)
+        for stream_id, position in snapshot.stream_positions.items():
             tp, offset = position
-            if tp not in snapshot.covered or tp not in self.manifests:
+            if self.persisted.get(stream_id) == position or tp not in snapshot.covered:
                 continue
-            name = self.checkpoints.write_stream(
-                StreamCheckpoint(stream_id, tp.topic, tp.partition, offset, state)
+            if tp in self.manifests:
+                shard = shard_of(stream_id, len(self.pool.shards))
+                due[shard][stream_id] = (tp.topic, tp.partition, offset)
+        # Every shard gets the call, with or without streams to write: a shard that died
+        # after the batch (its snapshot failed) raises here, even one that holds no stream
+        # now; the offsets are committed and _recover_actors rebuilds from the last checkpoint.
+        calls = [
+            shard.write_checkpoints.remote(state_ref, due.get(k, {}))
+            for k, (shard, state_ref) in enumerate(
+                zip(self.pool.shards, snapshot.state_refs, strict=True)
             )
-            written[tp][stream_id] = name
-            self.persisted[stream_id] = position
+        ]
+        written: dict[Any, dict[str, str]] = collections.defaultdict(dict)
+        for names in ray.get(calls):
+            for stream_id, name in names.items():
+                tp, offset = snapshot.stream_positions[stream_id]
+                written[tp][stream_id] = name
+                self.persisted[stream_id] = (tp, offset)
         for tp, covered in snapshot.covered.items():
             manifest = self.manifests.get(tp)
             if manifest is None or (covered == manifest.offset and not written[tp]):
@@ -749,24 +1117,63 @@ class StreamJob:
             self.checkpoints_written += 1
         self.summary.checkpoints = self.checkpoints_written
 
+    def _evict_idle(self) -> None:
+        """Drop streams idle for `checkpoint.evict_idle_s` from their shards' memory.
+
+        Only a stream whose latest state is in its checkpoint file leaves (nothing of it is in
+        flight then); its next frame carries `restore` and the shard loads the file again.
+        """
+        limit = self.config.checkpoint.evict_idle_s
+        now = time.monotonic()
+        if not limit or self.checkpoints is None or now < self.evict_check_at:
+            return
+        self.evict_check_at = now + min(limit / 4, 5.0)
+        idle = [sid for sid, seen in self.last_seen.items() if now - seen >= limit]
+        unsaved = [sid for sid in idle if self.persisted.get(sid) != self.stream_position[sid]]
+        if unsaved and not self.inflight and not self.pending_commit:
+            self._snapshot_now()  # everything is committed: persist their last state now
+            self._write_checkpoint()
+        by_shard: dict[int, list[str]] = collections.defaultdict(list)
+        for stream_id in idle:
+            position = self.stream_position[stream_id]
+            if self.persisted.get(stream_id) != position:
+                continue  # its last frames are not in a file yet: try again later
+            by_shard[shard_of(stream_id, len(self.pool.shards))].append(stream_id)
+            self.on_disk[stream_id] = position[0]
+            del self.last_seen[stream_id]
+        for shard, stream_ids in by_shard.items():
+            self.pool.shards[shard].drop_streams.remote(stream_ids)
+            self.summary.streams_evicted += len(stream_ids)
+        if by_shard:
+            logger.info("evicted %d idle stream(s)", sum(map(len, by_shard.values())))
+
     def _snapshot_now(self) -> None:
         """Snapshot every shard with nothing in flight (a graceful stop keeps the last state)."""
         if self.checkpoints is None or self.inflight:
             return
         self.snapshot_due = _Snapshot(
-            state_refs=[shard.state_dict.remote() for shard in self.pool.shards],
+            state_refs=self._state_dict_refs(),
             stream_positions=dict(self.stream_position),
             covered={tp: o for tp, o in self.covered.items() if tp in self.owned},
         )
 
+    def _state_dict_refs(self) -> list[Any]:
+        """Every shard's state once the calls already sent to it have run."""
+        return [
+            shard.state_dict.remote(incarnation)
+            for shard, incarnation in zip(
+                self.pool.shards, self.pool.shard_incarnations, strict=True
+            )
+        ]
+
     def _restore_partition(self, tp: Any, committed: int | None) -> bool:
         """Restore the trackers of a newly assigned partition from its checkpoint.
 
-        Returns True when the consumer was sent back to the checkpoint's offset to rebuild
-        state from frames that are already committed (their output is not written again).
+        Its streams' states stay in storage until their next frame, whose shard loads the file
+        and skips the replayed frames that state already holds. Returns True when the consumer
+        was sent back to the checkpoint's offset to rebuild state from frames that are already
+        committed (their output is not written again).
         """
-        import ray
-
         assert self.checkpoints is not None
         manifest = self.checkpoints.read_manifest(tp.topic, tp.partition)
         if manifest is None or committed is None or manifest.offset > committed:
@@ -783,18 +1190,9 @@ class StreamJob:
             else:
                 self._write_initial_manifest(tp, int(committed))
             return False
-        per_shard: dict[int, dict[str, dict[str, np.ndarray]]] = collections.defaultdict(dict)
         for stream_id in manifest.streams:
-            checkpoint = self.checkpoints.read_stream(tp.topic, tp.partition, stream_id)
-            per_shard[shard_of(stream_id, len(self.pool.shards))][stream_id] = checkpoint.state
-            position = (tp, checkpoint.offset)
-            self.skip_through[stream_id] = position
-            self.persisted[stream_id] = position
-            self.stream_position[stream_id] = position
+            self.on_disk[stream_id] = tp
             self.partition_streams[tp].add(stream_id)
-        if per_shard:
-            loads = [self.pool.shards[k].load_state_dict.remote(s) for k, s in per_shard.items()]
-            ray.get(loads)
         self.manifests[tp] = manifest
         self.covered[tp] = manifest.offset
         logger.info(
@@ -869,6 +1267,17 @@ class StreamJob:
         create_topics(kafka.bootstrap_servers, topics, client_options=dict(kafka.security))
 
 
+def _actor_errors() -> tuple[type[BaseException], ...]:
+    """What a dead actor looks like: Ray's actor errors (`ActorDiedError`,
+    `ActorUnavailableError`; also the cause of a dependent task's failure) and a restarted
+    shard refusing a call meant for its previous incarnation."""
+    from ray.exceptions import RayActorError
+
+    from ray_deepsort.pipeline.actors import ShardRestartedError
+
+    return (RayActorError, ShardRestartedError)
+
+
 def _topic_partition(topic: str, partition: int) -> Any:
     from kafka.structs import TopicPartition
 
@@ -877,6 +1286,63 @@ def _topic_partition(topic: str, partition: int) -> Any:
 
 def _tp_of(position: SourcePosition) -> Any:
     return _topic_partition(position.source, position.partition)
+
+
+def _commit_offsets(offsets: dict[Any, int]) -> dict[Any, Any]:
+    from kafka.structs import OffsetAndMetadata
+
+    return {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items()}
+
+
+class _PartitionHandoff(AsyncConsumerRebalanceListener):
+    """Rebalance callbacks: before partitions are given up, the batches in flight are finished
+    and committed, so the next owner starts exactly where this job stopped (no lost or repeated
+    output). kafka-python calls them on its IO thread while the job's main thread waits in
+    `poll` (or `close`), so they may use the job's state but no blocking consumer call: the
+    commit is awaited with `commit_async`. An error is kept and raised on the main thread.
+    """
+
+    def __init__(self, job: StreamJob) -> None:
+        self.job = job
+        self.enabled = True  # off while closing: a crashed job must not commit
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        job = self.job
+        job.idle_reset_at = time.monotonic()
+        if not self.enabled or not revoked:
+            return
+        job.revoked_in_rebalance |= set(revoked)
+        job.rebalance_done = False
+        try:
+            offsets = job._hand_off()
+            if not offsets:
+                return
+            try:
+                await job.consumer.commit_async(_commit_offsets(offsets))
+            except Exception as error:  # the new owner replays; Parquet stays exact
+                job.summary.commit_failures += 1
+                logger.warning(
+                    "rebalance: commit failed (%s); the next owner of the revoked partitions "
+                    "replays from their last committed offsets (results may repeat)",
+                    error,
+                )
+                return
+            job._committed_now(offsets)
+        except BaseException as error:
+            job.listener_error = error
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.job.idle_reset_at = time.monotonic()
+        self.job.rebalance_done = True
+
+    async def on_partitions_lost(self, lost: Any) -> None:
+        """Membership lost (session expired, broker restarted): nothing can be committed, and
+        in-flight results of these partitions are dropped even if they come straight back."""
+        job = self.job
+        job.idle_reset_at = time.monotonic()
+        if self.enabled and lost:
+            logger.warning("consumer group membership lost: %s", sorted(map(str, lost)))
+            job.lost_in_rebalance |= set(lost)
 
 
 # ---------------------------------------------------------------------- Kafka clients
@@ -904,7 +1370,12 @@ def make_consumer(config: StreamConfig) -> Any:
 
 
 def make_producer(config: StreamConfig) -> Any:
-    """Producer for the results and dead-letter topics (acks=all; dead letters can be large)."""
+    """Producer for the results and dead-letter topics (acks=all; dead letters can be large).
+
+    Not idempotent: a broker that restarts without its state does not know the producer id
+    any more, and an idempotent producer then stalls until its records expire. The results
+    topic is at least once anyway; one request in flight keeps a retried record in order.
+    """
     from kafka import KafkaProducer
 
     kafka = config.kafka
@@ -913,6 +1384,8 @@ def make_producer(config: StreamConfig) -> Any:
         "client_id": f"{kafka.client_id}-sink",
         "acks": "all",
         "linger_ms": 5,
+        "enable_idempotence": False,
+        "max_in_flight_requests_per_connection": 1,
         "max_request_size": kafka.max_message_bytes + 64 * 1024,
         **kafka.security,
         **kafka.producer,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ray_deepsort.core import DeepSORTTracker, Detections
+from ray_deepsort.pipeline.parquet import ParquetResultWriter
 from ray_deepsort.stream.broker import LocalBroker
 from ray_deepsort.stream.config import StreamConfig, load_config
 from ray_deepsort.stream.wire import FrameMessage
@@ -105,3 +108,41 @@ def reference_tracker_ids(
         )
         expected[(frame.stream_id, frame.frame_index)] = out.tracker_id
     return expected
+
+
+def parquet_tracker_ids(
+    output: Path,
+) -> tuple[collections.Counter[tuple[str, int]], dict[tuple[str, int], dict[int, int]]]:
+    """(stream, frame) -> rows in the `frames` dataset, and (stream, frame) -> {detection index:
+    tracker id} from `tracks`; asserts that no box is written twice."""
+    writer = ParquetResultWriter(output)
+    frames = writer.read("frames")
+    frame_counts = collections.Counter(
+        zip(frames["stream_id"].to_pylist(), frames["frame_index"].to_pylist(), strict=True)
+    )
+    tracks = writer.read("tracks")
+    boxes: dict[tuple[str, int], dict[int, int]] = collections.defaultdict(dict)
+    for stream, frame, detection, tracker_id in zip(
+        tracks["stream_id"].to_pylist(),
+        tracks["frame_index"].to_pylist(),
+        tracks["detection_index"].to_pylist(),
+        tracks["tracker_id"].to_pylist(),
+        strict=True,
+    ):
+        assert detection not in boxes[(stream, frame)], f"duplicate row {stream}/{frame}"
+        boxes[(stream, frame)][detection] = tracker_id
+    return frame_counts, boxes
+
+
+def confirmed_ids(tracker_id: np.ndarray) -> dict[int, int]:
+    """{detection index: tracker id} of the boxes with a confirmed track (what is written)."""
+    return {int(i): int(t) for i, t in enumerate(tracker_id) if t >= 0}
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
+    """Poll `condition` every 50 ms; fail the test with `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g}s waiting until {what}")
+        time.sleep(0.05)

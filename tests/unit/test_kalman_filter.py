@@ -98,3 +98,22 @@ def test_empty_inputs() -> None:
     assert mean.shape == (0, 8) and cov.shape == (0, 8, 8)
     assert kf.predict(mean, cov)[0].shape == (0, 8)
     assert kf.gating_distance(mean, cov, np.ones((3, 4))).shape == (0, 3)
+
+
+def test_position_only_gating_ignores_aspect_and_height(tracks) -> None:
+    from scipy.stats import chi2
+
+    from ray_deepsort.core import CHI2_95_2DOF
+
+    mean, cov, kf = tracks
+    proj_mean, proj_cov = kf.project(mean[:1], cov[:1])
+    z = proj_mean.copy()
+    z[0, 2:] *= [1.5, 0.7]  # same centre, much wider and shorter box
+    assert kf.gating_distance(mean[:1], cov[:1], z)[0, 0] > CHI2_95_4DOF
+    assert kf.gating_distance(mean[:1], cov[:1], z, only_position=True)[0, 0] == pytest.approx(0)
+    z[0, :2] += [3.0, -2.0]
+    delta = z[0, :2] - proj_mean[0, :2]
+    expected = delta @ np.linalg.inv(proj_cov[0, :2, :2]) @ delta
+    got = kf.gating_distance(mean[:1], cov[:1], z, only_position=True)[0, 0]
+    assert got == pytest.approx(expected, rel=1e-9)
+    assert chi2.ppf(0.95, 2) == pytest.approx(CHI2_95_2DOF, abs=1e-4)

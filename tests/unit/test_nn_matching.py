@@ -55,3 +55,30 @@ def test_invalid_arguments() -> None:
         AppearanceGallery(budget=0)
     with pytest.raises(ValueError):
         AppearanceGallery(metric="manhattan")  # type: ignore[arg-type]
+
+
+def test_float16_gallery_halves_memory_and_keeps_distances() -> None:
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(4, 64)).astype(np.float32)
+    queries = rng.normal(size=(3, 64)).astype(np.float32)
+    galleries = {
+        dtype: AppearanceGallery(budget=8, dtype=dtype) for dtype in ("float32", "float16")
+    }
+    for gallery in galleries.values():
+        gallery.resize(4)
+        gallery.add(np.arange(4), features)
+    full, half = galleries["float32"], galleries["float16"]
+    assert half.features is not None and half.features.dtype == np.float16
+    assert full.features is not None and half.features.nbytes * 2 == full.features.nbytes
+    slots = np.arange(4)
+    np.testing.assert_allclose(
+        half.distance(slots, queries), full.distance(slots, queries), atol=2e-3
+    )
+    state = half.export(slots)
+    assert state["gallery_features"].dtype == np.float16  # checkpoints shrink too
+    restored = AppearanceGallery(budget=8, dtype="float16")
+    restored.resize(4)
+    restored.restore(slots, state)
+    np.testing.assert_array_equal(restored.distance(slots, queries), half.distance(slots, queries))
+    with pytest.raises(ValueError, match="gallery_dtype"):
+        AppearanceGallery(dtype="int8")  # type: ignore[arg-type]

@@ -271,3 +271,34 @@ def test_forward_batch_size_shared_default() -> None:
     assert forward_batch_size(0, on_gpu=True, request_crops=128) == 128
     assert forward_batch_size(32, on_gpu=False, request_crops=128) == 32
     assert forward_batch_size(32, on_gpu=True, request_crops=128) == 32
+
+
+def test_shard_writes_and_lazily_restores_checkpoints_skipping_included_frames(tmp_path) -> None:
+    """A shard writes its streams' files; a fresh shard loads one when a request says `restore`,
+    skips the replayed frames the state already holds, and then tracks exactly as before."""
+    scene = _scene(4, frames=40)
+    frames = [(scene.detections(i), _identity_vectors(scene.detections(i))) for i in range(40)]
+    root = str(tmp_path)
+    original = TrackerShard(PARAMS, 0, 1, checkpoint_root=root)
+    for i in range(20):
+        original.process([_request("cam", i, *frames[i])])
+    written = original.write_checkpoints(original.state_dict(), {"cam": ("frames", 0, 19)})
+    assert set(written) == {"cam"} and written["cam"].endswith(".npz")
+    expected = [original.process([_request("cam", i, *frames[i])]) for i in range(20, 40)]
+
+    restored = TrackerShard(PARAMS, 0, 1, checkpoint_root=root)
+    replay = [_request("cam", i, *frames[i], restore=i == 15) for i in range(15, 40)]
+    output = restored.process(replay)
+    assert restored.frames_skipped == 5  # offsets 15..19 are in the checkpoint
+    assert [r.frame_index for r in output.results] == list(range(20, 40))
+    for got, want in zip(output.results, expected, strict=True):
+        np.testing.assert_array_equal(got.tracker_id, want.results[0].tracker_id)
+
+
+def test_shard_restore_of_a_missing_checkpoint_starts_fresh(tmp_path) -> None:
+    shard = TrackerShard(PARAMS, 0, 1, checkpoint_root=str(tmp_path))
+    det = _scene(5).detections(0)
+    output = shard.process([_request("lost", 0, det, restore=True)])
+    assert len(output.results) == 1 and "lost" in shard.registry
+    with pytest.raises(RuntimeError, match="checkpoint storage"):
+        TrackerShard(PARAMS, 0, 1).process([_request("x", 0, det, restore=True)])

@@ -325,3 +325,45 @@ def test_lost_track_reaches_past_overlap_only_for_a_mutual_appearance_match() ->
     assert tracker.tracks.time_since_update[tracker.tracks.active()].tolist() == [4, 4, 0]
     out = tracker.update(dets([[245, 200]]), embeddings=e0[None])
     assert out.tracker_id.tolist() == [1]
+
+
+def test_max_tracks_bounds_state_and_keeps_the_most_confident() -> None:
+    tracker = DeepSORTTracker(max_tracks=3, minimum_consecutive_frames=1)
+    centres = np.array([[100, 200], [300, 200], [500, 200], [700, 200], [900, 200]], float)
+    d = dets(centres)
+    d.confidence = np.array([0.5, 0.9, 0.4, 0.8, 0.95])
+    out = tracker.update(d)
+    assert len(tracker.tracks) == 3
+    assert (out.tracker_id >= 0).tolist() == [False, True, False, True, True]
+    with pytest.raises(ValueError, match="max_tracks"):
+        DeepSORTTracker(max_tracks=0)
+
+
+def test_store_shrinks_after_a_crowd_leaves_without_changing_output() -> None:
+    rng = np.random.default_rng(3)
+    crowd = rng.uniform(50, 2000, (200, 2))
+    lone = np.array([[3000.0, 200.0]])
+    compacting, reference = (
+        DeepSORTTracker(lost_track_buffer=2),
+        DeepSORTTracker(lost_track_buffer=2),
+    )
+    reference.tracks.compact = lambda *a, **k: None  # type: ignore[method-assign]
+    for i in range(40):
+        centres = np.concatenate([crowd, lone]) if i < 10 else lone
+        centres = centres + np.array([2.0 * i, 0.0])
+        a = compacting.update(dets(centres), frame_index=i).tracker_id
+        b = reference.update(dets(centres), frame_index=i).tracker_id
+        np.testing.assert_array_equal(a, b)
+    assert reference.tracks.capacity >= 201
+    assert compacting.tracks.capacity <= 16 < reference.tracks.capacity
+    assert compacting.nbytes < reference.nbytes / 10
+
+
+def test_state_round_trip_of_a_tracker_whose_tracks_all_died() -> None:
+    tracker = DeepSORTTracker()
+    tracker.update(dets([[100, 200]]), embeddings=np.ones((1, 8), np.float32))
+    for _ in range(4):
+        tracker.update(Detections.empty(), embeddings=np.zeros((0, 8), np.float32))
+    restored = DeepSORTTracker()
+    restored.load_state_dict(tracker.state_dict())
+    assert len(restored.tracks) == 0 and restored.next_birth == tracker.next_birth

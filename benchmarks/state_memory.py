@@ -1,0 +1,95 @@
+"""Bytes of tracker state per stream and per track (issue #5, bounded memory).
+
+Runs one stream of the synthetic scene through `DeepSORTTracker` with stand-in embeddings of
+several sizes (128-d as in the paper, 512-d, 1280-d as mobilenetv2_100 gives) and both gallery
+dtypes, and reports after the run: live tracks, bytes held in memory (`tracker.nbytes`), bytes of
+the checkpoint (`state_dict()` through np.savez, as the stream job writes it), each per track,
+and the configured upper bound `max_tracks * gallery_budget * dim * itemsize` that no stream can
+exceed. The peak over the run is reported too (the store grows by doubling, then shrinks).
+
+    .venv/bin/python benchmarks/state_memory.py --json runs/state_memory.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ray_deepsort.core import DeepSORTTracker
+from ray_deepsort.stream.publish import identity_embeddings
+from ray_deepsort.synthetic import SceneConfig, SyntheticScene
+
+
+def checkpoint_bytes(tracker: DeepSORTTracker) -> int:
+    buffer = io.BytesIO()
+    np.savez(buffer, **tracker.state_dict())
+    return buffer.tell()
+
+
+def measure(
+    scene: SyntheticScene, dim: int, dtype: str, budget: int, max_tracks: int
+) -> dict[str, float]:
+    tracker = DeepSORTTracker(gallery_budget=budget, gallery_dtype=dtype, max_tracks=max_tracks)
+    peak = 0
+    for i in range(scene.num_frames):
+        detections = scene.detections(i)
+        vectors = identity_embeddings(detections.data["gt_id"], dim, 0, i)
+        tracker.update(detections, embeddings=vectors, frame_index=i)
+        peak = max(peak, tracker.nbytes)
+    tracks = max(len(tracker.tracks), 1)
+    itemsize = np.dtype(dtype).itemsize
+    saved = checkpoint_bytes(tracker)
+    return {
+        "dim": dim,
+        "gallery_dtype": dtype,
+        "tracks": len(tracker.tracks),
+        "capacity": tracker.tracks.capacity,
+        "memory_kib": round(tracker.nbytes / 1024, 1),
+        "peak_memory_kib": round(peak / 1024, 1),
+        "memory_kib_per_track": round(tracker.nbytes / tracks / 1024, 1),
+        "checkpoint_kib": round(saved / 1024, 1),
+        "checkpoint_kib_per_track": round(saved / tracks / 1024, 1),
+        "bound_mib": round(max_tracks * budget * dim * itemsize / 2**20, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, default=600)
+    parser.add_argument("--objects", type=int, default=20)
+    parser.add_argument("--budget", type=int, default=100)
+    parser.add_argument("--max-tracks", type=int, default=1000)
+    parser.add_argument("--dims", default="128,512,1280")
+    parser.add_argument("--json", default="")
+    args = parser.parse_args()
+    scene = SyntheticScene(SceneConfig(num_frames=args.frames, num_objects=args.objects))
+    rows = [
+        measure(scene, int(dim), dtype, args.budget, args.max_tracks)
+        for dim in args.dims.split(",")
+        for dtype in ("float32", "float16")
+    ]
+    header = list(rows[0])
+    print(" | ".join(header))
+    for row in rows:
+        print(" | ".join(str(row[k]) for k in header))
+    for dim in {row["dim"] for row in rows}:
+        full, half = (
+            next(r for r in rows if r["dim"] == dim and r["gallery_dtype"] == t)
+            for t in ("float32", "float16")
+        )
+        print(
+            f"{dim}-d: float16 / float32 memory = "
+            f"{half['memory_kib'] / full['memory_kib']:.2f}, checkpoint = "
+            f"{half['checkpoint_kib'] / full['checkpoint_kib']:.2f}"
+        )
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"rows": rows, "args": vars(args)}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
