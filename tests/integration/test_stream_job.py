@@ -11,7 +11,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from stream_support import Topics, job_config, read_topic, reference_tracker_ids
+from stream_support import (
+    Topics,
+    job_config,
+    parquet_tracker_ids,
+    read_topic,
+    reference_tracker_ids,
+)
 
 from ray_deepsort.pipeline.parquet import ParquetResultWriter, parse_batch_file_stem
 from ray_deepsort.stream.broker import LocalBroker
@@ -34,30 +40,6 @@ def _synthetic(cameras: int, frames: int, **kwargs: Any) -> list[FrameMessage]:
 def _publish(broker: LocalBroker, topic: str, frames: list[FrameMessage]) -> None:
     with FramePublisher(broker.bootstrap_servers, topic) as publisher:
         publish(frames, publisher, partitions=PARTITIONS)
-
-
-def _parquet_rows(output: Path) -> tuple[dict, dict]:
-    """(stream, frame) -> number of `frames` rows; (stream, frame) -> {detection: tracker id}."""
-    writer = ParquetResultWriter(output)
-    frames = writer.read("frames")
-    frame_counts = collections.Counter(
-        zip(frames["stream_id"].to_pylist(), frames["frame_index"].to_pylist(), strict=True)
-    )
-    tracks = writer.read("tracks")
-    boxes: dict[tuple[str, int], dict[int, int]] = collections.defaultdict(dict)
-    keys = zip(
-        tracks["stream_id"].to_pylist(),
-        tracks["frame_index"].to_pylist(),
-        tracks["detection_index"].to_pylist(),
-        tracks["tracker_id"].to_pylist(),
-        strict=True,
-    )
-    for stream, frame, detection, tracker_id in keys:
-        assert detection not in boxes[(stream, frame)], (
-            f"duplicate row {stream}/{frame}/{detection}"
-        )
-        boxes[(stream, frame)][detection] = tracker_id
-    return frame_counts, boxes
 
 
 def _confirmed(tracker_id: np.ndarray) -> dict[int, int]:
@@ -112,7 +94,7 @@ def test_every_frame_once_and_same_ids_as_in_process(
     progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress:")]
     assert progress and "fps frames=" in progress[-1] and "lag=" in progress[-1]
     expected = reference_tracker_ids(frames, config.tracker.params())
-    frame_counts, boxes = _parquet_rows(tmp_path / "out")
+    frame_counts, boxes = parquet_tracker_ids(tmp_path / "out")
     assert set(frame_counts) == set(expected) and set(frame_counts.values()) == {1}
     confirmed_total = 0
     for key, tracker_id in expected.items():
@@ -223,7 +205,7 @@ def test_dead_letters_and_real_cnn(
 
     good = [f for f in frames if f is not truncated_source and f is not corrupt_source]
     expected = reference_tracker_ids(good, config.tracker.params(), load_reid_model(spec))
-    frame_counts, boxes = _parquet_rows(tmp_path / "out")
+    frame_counts, boxes = parquet_tracker_ids(tmp_path / "out")
     assert set(frame_counts) == set(expected) and set(frame_counts.values()) == {1}
     assert sum(len(_confirmed(t)) for t in expected.values()) > 150
     for key, tracker_id in expected.items():
@@ -262,7 +244,7 @@ def test_restart_resumes_from_committed_offsets(
     assert last.leftovers_removed >= len(leftovers)
     assert sum(last.committed.values()) == 180
 
-    frame_counts, _ = _parquet_rows(output)  # also asserts no duplicate track rows
+    frame_counts, _ = parquet_tracker_ids(output)  # also asserts no duplicate track rows
     keys = {(f.stream_id, f.frame_index) for f in frames}
     assert set(frame_counts) == keys
     assert set(frame_counts.values()) == {1}, "a frame is in the Parquet output twice"

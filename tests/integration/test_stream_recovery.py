@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import collections
 import logging
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
-from stream_support import Topics, job_config, reference_tracker_ids
+from stream_support import Topics, job_config, parquet_tracker_ids, reference_tracker_ids
 
 from ray_deepsort.pipeline.checkpoint import CheckpointStore
-from ray_deepsort.pipeline.parquet import ParquetResultWriter
 from ray_deepsort.stream.broker import LocalBroker
 from ray_deepsort.stream.job import SimulatedCrash, StreamJob
 from ray_deepsort.stream.publish import FramePublisher, publish, synthetic_frames
@@ -28,24 +26,9 @@ _RESTORED = re.compile(
 
 def _tracker_ids(output: Path) -> dict[tuple[str, int], dict[int, int]]:
     """(stream, frame) -> {detection index: tracker id}; asserts each frame is written once."""
-    writer = ParquetResultWriter(output)
-    frames = writer.read("frames")
-    counts = collections.Counter(
-        zip(frames["stream_id"].to_pylist(), frames["frame_index"].to_pylist(), strict=True)
-    )
+    counts, boxes = parquet_tracker_ids(output)
     assert set(counts.values()) == {1}, "a frame is in the Parquet output twice"
-    boxes: dict[tuple[str, int], dict[int, int]] = {key: {} for key in counts}
-    tracks = writer.read("tracks")
-    for stream, frame, detection, tracker_id in zip(
-        tracks["stream_id"].to_pylist(),
-        tracks["frame_index"].to_pylist(),
-        tracks["detection_index"].to_pylist(),
-        tracks["tracker_id"].to_pylist(),
-        strict=True,
-    ):
-        assert detection not in boxes[(stream, frame)]
-        boxes[(stream, frame)][detection] = tracker_id
-    return boxes
+    return {key: boxes.get(key, {}) for key in counts}
 
 
 def test_restarts_keep_track_ids(

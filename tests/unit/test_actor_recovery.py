@@ -5,75 +5,24 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections import namedtuple
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
-from kafka.structs import TopicPartition
+from driver_fakes import (
+    P0,
+    P1,
+    P2,
+    FakeConsumer,
+    Record,
+    make_job,
+)
 
-from ray_deepsort.pipeline import ParquetResultWriter, SourcePosition
+from ray_deepsort.pipeline import SourcePosition
 from ray_deepsort.pipeline.actors import ShardRestartedError, TrackerShardActor
 from ray_deepsort.pipeline.types import TrackRequest
 from ray_deepsort.stream.config import load_config
-from ray_deepsort.stream.job import MAX_STALLED_RECOVERIES, StreamJob, _Batch
-from ray_deepsort.stream.metrics import JobMetrics
-
-Record = namedtuple("Record", "topic partition offset key value")
-P0, P1, P2 = (TopicPartition("frames", k) for k in range(3))
-
-
-class FakeConsumer:
-    def __init__(self, committed: dict[Any, int]) -> None:
-        self.assigned: set[Any] = set()
-        self.broker_committed = dict(committed)
-        self.seeks: dict[Any, int | str] = {}
-
-    def assignment(self) -> set[Any]:
-        return set(self.assigned)
-
-    def committed(self, tp: Any) -> int | None:
-        return self.broker_committed.get(tp)
-
-    def commit(self, offsets: dict[Any, Any], timeout_ms: int | None = None) -> None:
-        self.broker_committed.update({tp: meta.offset for tp, meta in offsets.items()})
-
-    def seek(self, tp: Any, offset: int) -> None:
-        self.seeks[tp] = offset
-
-    def seek_to_beginning(self, *partitions: Any) -> None:
-        self.seeks.update(dict.fromkeys(partitions, "beginning"))
-
-
-class FakeShard:
-    def __init__(self) -> None:
-        self.dropped: list[list[str]] = []
-        self.drop_streams = self
-
-    def remote(self, stream_ids: list[str]) -> None:
-        self.dropped.append(stream_ids)
-
-
-class FakePool:
-    def __init__(self) -> None:
-        self.shards = [FakeShard(), FakeShard()]
-        self.shard_incarnations = ["a0", "b0"]
-        self.restarts = 0
-
-    def await_shards(self, timeout_s: float) -> None:
-        self.restarts += 1
-        self.shard_incarnations = [f"a{self.restarts}", "b0"]  # shard 0 came back
-
-
-def _job(tmp_path: Path, consumer: FakeConsumer, *overrides: str) -> StreamJob:
-    job = StreamJob(load_config(None, [f'output.path="{tmp_path}"', *overrides]))
-    job._init_state()
-    job.consumer = consumer
-    job.writer = ParquetResultWriter(tmp_path)
-    job.metrics = JobMetrics(enabled=False)
-    job.pool = FakePool()  # type: ignore[assignment]
-    return job
+from ray_deepsort.stream.job import MAX_STALLED_RECOVERIES, _Batch
 
 
 def _batch(batch_id: int, records: list[tuple[int, int]], consumed: int) -> _Batch:
@@ -85,7 +34,7 @@ def test_recovery_drops_the_window_commits_and_rebuilds_every_partition(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     consumer = FakeConsumer({P0: 10})
-    job = _job(tmp_path, consumer, "checkpoint.enabled=false")
+    job = make_job(tmp_path, consumer, "checkpoint.enabled=false")
     consumer.assigned = {P0, P1}
     job._handle_assignment([])
     job.partition_streams[P0].update({"cam0", "cam3"})
@@ -99,9 +48,9 @@ def test_recovery_drops_the_window_commits_and_rebuilds_every_partition(
 
     assert not job.inflight and (job.batch_counter, job.records_seen) == (5, 26)
     # P2 was given away meanwhile (a rebalance): never commit for its new owner.
-    assert consumer.broker_committed == {P0: 14} and not job.pending_commit
+    assert consumer.committed_offsets == {P0: 14} and not job.pending_commit
     # Back to the commit, or (never committed, auto_offset_reset=earliest) to the beginning.
-    assert consumer.seeks == {P0: 14, P1: "beginning"}
+    assert dict(consumer.seeks) == {P0: 14, P1: "beginning"}
     for shard in job.pool.shards:
         assert sorted(map(sorted, shard.dropped)) == [["cam0", "cam3"], ["cam1"]]
     assert job.pool.shard_incarnations == ["a1", "b0"]
@@ -113,16 +62,16 @@ def test_recovery_drops_the_window_commits_and_rebuilds_every_partition(
 
 def test_latest_without_commit_goes_back_to_the_first_dropped_record(tmp_path: Path) -> None:
     consumer = FakeConsumer({})
-    job = _job(tmp_path, consumer, 'kafka.auto_offset_reset="latest"')
+    job = make_job(tmp_path, consumer, 'kafka.auto_offset_reset="latest"')
     consumer.assigned = {P2}
     job._handle_assignment([])
     job.inflight.append(_batch(1, [(2, 40), (2, 41)], 2))
     job._recover_actors(ShardRestartedError("restarted"))
-    assert consumer.seeks == {P2: 40}
+    assert dict(consumer.seeks) == {P2: 40}
 
 
 def test_recoveries_without_progress_give_up(tmp_path: Path) -> None:
-    job = _job(tmp_path, FakeConsumer({}))
+    job = make_job(tmp_path, FakeConsumer({}))
     for _ in range(MAX_STALLED_RECOVERIES):
         job._recover_actors(ShardRestartedError("restarted"))
     job.summary.frames += 1  # progress resets the count

@@ -2,49 +2,18 @@
 
 from __future__ import annotations
 
-from collections import namedtuple
 from pathlib import Path
-from typing import Any
 
-from kafka.structs import TopicPartition
+from driver_fakes import (
+    P0,
+    P1,
+    P2,
+    FakeConsumer,
+    Record,
+    make_job,
+)
 
-from ray_deepsort.pipeline import ParquetResultWriter
 from ray_deepsort.pipeline.checkpoint import CheckpointStore, PartitionManifest
-from ray_deepsort.stream.config import load_config
-from ray_deepsort.stream.job import StreamJob
-
-Record = namedtuple("Record", "topic partition offset key value")
-P0, P1, P2 = (TopicPartition("frames", k) for k in range(3))
-
-
-class FakeConsumer:
-    def __init__(self, committed: dict[Any, int | None]) -> None:
-        self.assigned: set[Any] = set()
-        self.committed_offsets = committed
-        self.seeks: list[tuple[Any, int]] = []
-
-    def assignment(self) -> set[Any]:
-        return set(self.assigned)
-
-    def committed(self, tp: Any) -> int | None:
-        return self.committed_offsets.get(tp)
-
-    def seek(self, tp: Any, offset: int) -> None:
-        self.seeks.append((tp, offset))
-
-
-class FakePool:
-    def __init__(self) -> None:
-        self.shards = [object(), object()]
-
-
-def _job(tmp_path: Path, consumer: FakeConsumer, *overrides: str) -> StreamJob:
-    job = StreamJob(load_config(None, [f'output.path="{tmp_path}"', *overrides]))
-    job._init_state()
-    job.consumer = consumer
-    job.writer = ParquetResultWriter(tmp_path)
-    job.pool = FakePool()  # type: ignore[assignment]
-    return job
 
 
 def test_checkpoint_behind_the_commit_replays_without_output(tmp_path: Path) -> None:
@@ -53,7 +22,7 @@ def test_checkpoint_behind_the_commit_replays_without_output(tmp_path: Path) -> 
     store.write_manifest(PartitionManifest("frames", 1, 30))  # ahead of the commit: reset by hand
     store.write_manifest(PartitionManifest("frames", 2, 4))
     consumer = FakeConsumer({P0: 12, P1: 20, P2: 4})
-    job = _job(tmp_path, consumer)
+    job = make_job(tmp_path, consumer)
     consumer.assigned = {P0, P1, P2}
 
     fetched = [Record("frames", 0, 12, b"cam0", b""), Record("frames", 2, 4, b"cam2", b"")]
@@ -69,7 +38,7 @@ def test_checkpoint_behind_the_commit_replays_without_output(tmp_path: Path) -> 
 
 def test_partition_without_commit_gets_its_manifest_at_the_first_record(tmp_path: Path) -> None:
     consumer = FakeConsumer({P0: None})
-    job = _job(tmp_path, consumer)
+    job = make_job(tmp_path, consumer)
     consumer.assigned = {P0}
     job._handle_assignment([])
     store = CheckpointStore(tmp_path)
@@ -81,7 +50,7 @@ def test_partition_without_commit_gets_its_manifest_at_the_first_record(tmp_path
 
 def test_disabled_checkpoints_write_nothing(tmp_path: Path) -> None:
     consumer = FakeConsumer({P0: 5})
-    job = _job(tmp_path, consumer, "checkpoint.enabled=false")
+    job = make_job(tmp_path, consumer, "checkpoint.enabled=false")
     consumer.assigned = {P0}
     job._handle_assignment([Record("frames", 0, 5, b"cam0", b"")])
     assert job.checkpoints is None and not (tmp_path / "_checkpoints").exists()

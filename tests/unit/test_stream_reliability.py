@@ -3,22 +3,24 @@ produce retries, commit backoff, a broker that lost its offsets, records fenced 
 
 from __future__ import annotations
 
-from collections import namedtuple
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
+from driver_fakes import (
+    P0,
+    P1,
+    FakeConsumer,
+    Record,
+    make_job,
+    write_result_file,
+)
 from kafka.errors import CommitFailedError, KafkaTimeoutError, MessageSizeTooLargeError
-from kafka.structs import TopicPartition
 
-from ray_deepsort.pipeline import FrameResult, ParquetResultWriter, SourcePosition, batch_file_stem
+from ray_deepsort.pipeline import batch_file_stem
 from ray_deepsort.stream.config import ConfigError, load_config
 from ray_deepsort.stream.job import StreamJob, _Batch, _Outgoing
 from ray_deepsort.stream.retry import Backoff, BrokerUnavailableError
-
-Record = namedtuple("Record", "topic partition offset key value")
-P0, P1 = TopicPartition("frames", 0), TopicPartition("frames", 1)
 
 
 # ---------------------------------------------------------------------- retry schedule
@@ -76,66 +78,8 @@ def test_retry_settings_are_checked(override: str) -> None:
 
 
 # ---------------------------------------------------------------------- fakes
-class FakeConsumer:
-    def __init__(self, committed: dict[Any, int | None]) -> None:
-        self.assigned: set[Any] = set()
-        self.committed_offsets = committed
-        self.seeks: list[tuple[Any, int]] = []
-        self.commits: list[dict[Any, int]] = []
-        self.commit_error: Exception | None = None
-
-    def assignment(self) -> set[Any]:
-        return set(self.assigned)
-
-    def committed(self, tp: Any) -> int | None:
-        return self.committed_offsets.get(tp)
-
-    def seek(self, tp: Any, offset: int) -> None:
-        self.seeks.append((tp, offset))
-
-    def commit(self, offsets: dict[Any, Any], timeout_ms: int) -> None:
-        if self.commit_error is not None:
-            raise self.commit_error
-        self.commits.append({tp: meta.offset for tp, meta in offsets.items()})
-
-
-class FakeShard:
-    def __init__(self) -> None:
-        self.dropped: list[list[str]] = []
-        self.drop_streams = self
-
-    def remote(self, stream_ids: list[str]) -> None:
-        self.dropped.append(stream_ids)
-
-
-class FakePool:
-    def __init__(self) -> None:
-        self.shards = [FakeShard(), FakeShard()]
-
-
 def _job(tmp_path: Path, consumer: FakeConsumer, *overrides: str) -> StreamJob:
-    job = StreamJob(
-        load_config(None, [f'output.path="{tmp_path}"', "checkpoint.enabled=false", *overrides])
-    )
-    job._init_state()
-    job.consumer = consumer
-    job.writer = ParquetResultWriter(tmp_path)
-    job.pool = FakePool()  # type: ignore[assignment]
-    return job
-
-
-def _write(writer: ParquetResultWriter, partition: int, offset: int) -> None:
-    result = FrameResult(
-        "cam",
-        offset,
-        1_732_500_000.0,
-        np.array([[0, 0, 5, 5]], np.float32),
-        np.ones(1, np.float32),
-        np.zeros(1, np.int64),
-        np.array([1]),
-        SourcePosition("frames", partition, offset),
-    )
-    writer.write(batch_file_stem("frames", partition, offset), [result])
+    return make_job(tmp_path, consumer, "checkpoint.enabled=false", *overrides)
 
 
 # ---------------------------------------------------------------------- broker lost its state
@@ -144,7 +88,7 @@ def test_broker_that_lost_committed_offsets_resumes_at_the_jobs_own(tmp_path: Pa
     job = _job(tmp_path, consumer)
     job.committed = {P0: 40, P1: 5}  # P1: another replica went further meanwhile
     for offset in (0, 20, 40):
-        _write(job.writer, 0, offset)
+        write_result_file(job.writer, 0, offset)
     consumer.assigned = {P0, P1}
     job._handle_assignment([])
     assert job.summary.broker_resets == 1

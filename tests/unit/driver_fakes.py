@@ -1,0 +1,100 @@
+"""Small fakes for unit tests of the stream driver (`StreamJob`) without Kafka or Ray."""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from kafka.structs import TopicPartition
+
+from ray_deepsort.pipeline import ParquetResultWriter
+from ray_deepsort.pipeline.parquet import batch_file_stem
+from ray_deepsort.pipeline.types import FrameResult, SourcePosition
+from ray_deepsort.stream.config import load_config
+from ray_deepsort.stream.job import StreamJob
+from ray_deepsort.stream.metrics import JobMetrics
+
+Record = namedtuple("Record", "topic partition offset key value")
+P0, P1, P2 = (TopicPartition("frames", k) for k in range(3))
+
+
+class FakeConsumer:
+    """Assignment, committed offsets (a commit updates them), and every seek and commit made."""
+
+    def __init__(self, committed: dict[Any, int | None]) -> None:
+        self.assigned: set[Any] = set()
+        self.committed_offsets = dict(committed)
+        self.seeks: list[tuple[Any, int | str]] = []
+        self.commits: list[dict[Any, int]] = []
+        self.commit_error: Exception | None = None
+
+    def assignment(self) -> set[Any]:
+        return set(self.assigned)
+
+    def committed(self, tp: Any) -> int | None:
+        return self.committed_offsets.get(tp)
+
+    def commit(self, offsets: dict[Any, Any], timeout_ms: int | None = None) -> None:
+        if self.commit_error is not None:
+            raise self.commit_error
+        committed = {tp: meta.offset for tp, meta in offsets.items()}
+        self.commits.append(committed)
+        self.committed_offsets.update(committed)
+
+    def seek(self, tp: Any, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+    def seek_to_beginning(self, *partitions: Any) -> None:
+        self.seeks.extend((tp, "beginning") for tp in partitions)
+
+
+class FakeShard:
+    """Records `drop_streams.remote(...)` calls."""
+
+    def __init__(self) -> None:
+        self.dropped: list[list[str]] = []
+        self.drop_streams = self
+
+    def remote(self, stream_ids: list[str]) -> None:
+        self.dropped.append(stream_ids)
+
+
+class FakePool:
+    """Two shards; `await_shards` plays shard 0 coming back with a new incarnation."""
+
+    def __init__(self) -> None:
+        self.shards = [FakeShard(), FakeShard()]
+        self.shard_incarnations = ["a0", "b0"]
+        self.restarts = 0
+
+    def await_shards(self, timeout_s: float) -> None:
+        self.restarts += 1
+        self.shard_incarnations = [f"a{self.restarts}", "b0"]
+
+
+def make_job(tmp_path: Path, consumer: FakeConsumer, *overrides: str) -> StreamJob:
+    """A `StreamJob` with its run-time state, a real Parquet writer and the fakes above."""
+    job = StreamJob(load_config(None, [f'output.path="{tmp_path}"', *overrides]))
+    job._init_state()
+    job.consumer = consumer
+    job.writer = ParquetResultWriter(tmp_path)
+    job.metrics = JobMetrics(enabled=False)
+    job.pool = FakePool()  # type: ignore[assignment]
+    return job
+
+
+def write_result_file(writer: ParquetResultWriter, partition: int, offset: int) -> None:
+    """One frame's Parquet file, as a finished batch starting at `offset` leaves it."""
+    result = FrameResult(
+        "cam",
+        offset,
+        1_732_500_000.0,
+        np.array([[0, 0, 5, 5]], np.float32),
+        np.ones(1, np.float32),
+        np.zeros(1, np.int64),
+        np.array([1]),
+        SourcePosition("frames", partition, offset),
+    )
+    writer.write(batch_file_stem("frames", partition, offset), [result])
