@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pyarrow.fs as pafs
 import pytest
 
 from ray_deepsort.core import DeepSORTTracker, Detections
@@ -165,3 +166,23 @@ def test_checkpoint_config_keys() -> None:
     assert not load_config(None, ["checkpoint.enabled=false"]).checkpoint.enabled
     with pytest.raises(ConfigError, match=r"checkpoint\.every_batches must be > 0"):
         load_config(None, ["checkpoint.every_batches=0"])
+
+
+def test_checkpoints_on_a_filesystem_uri_that_is_not_local() -> None:
+    """A pyarrow URI root (here pyarrow's in-memory mock filesystem, standing in for s3://):
+    streams and manifests are written without temp files or renames and read back exactly."""
+    store = CheckpointStore("mock:///bucket/job-output", fsync=True)
+    assert not store.local
+    tracker = _tracked(_scene_frames(20))
+    store.write_stream(StreamCheckpoint("cam0", "frames", 1, 19, tracker.state_dict()))
+    store.write_manifest(PartitionManifest("frames", 1, 20, {"cam0": stream_file_name("cam0")}))
+    loaded = store.read_stream("frames", 1, "cam0")
+    for key, value in tracker.state_dict().items():
+        np.testing.assert_array_equal(loaded.state[key], value, err_msg=key)
+    manifest = store.read_manifest("frames", 1)
+    assert manifest is not None and manifest.offset == 20
+    names = [
+        info.base_name
+        for info in store.filesystem.get_file_info(pafs.FileSelector(store.root, recursive=True))
+    ]
+    assert not [name for name in names if name.endswith(".tmp")]
