@@ -183,9 +183,9 @@ class TrackerShardActor:
     def drop_streams(self, stream_ids: list[str]) -> int:
         return self.shard.drop_streams(stream_ids)
 
-    def state_dict(self, incarnation: str) -> dict[str, Any]:
+    def state_dict(self, incarnation: str, stream_ids: list[str] | None = None) -> dict[str, Any]:
         self._check(incarnation)
-        return self.shard.state_dict()
+        return self.shard.state_dict(stream_ids)
 
     def write_checkpoints(
         self, states: dict[str, Any], positions: dict[str, tuple[str, int, int]]

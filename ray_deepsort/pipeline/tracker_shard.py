@@ -177,5 +177,6 @@ class TrackerShard:
             self.restored_through.pop(stream_id, None)
         return len(known)
 
-    def state_dict(self) -> dict[str, dict[str, np.ndarray]]:
-        return self.registry.state_dict()
+    def state_dict(self, stream_ids: list[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
+        """States of all streams, or of `stream_ids` (those it holds)."""
+        return self.registry.state_dict(stream_ids)

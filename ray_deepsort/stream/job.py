@@ -1158,11 +1158,17 @@ class StreamJob:
         )
 
     def _state_dict_refs(self) -> list[Any]:
-        """Every shard's state once the calls already sent to it have run."""
+        """Every shard's state once the calls already sent to it have run, limited to the
+        streams that moved since their last checkpoint file (the others would not be written,
+        and copying every idle stream's galleries at each snapshot costs a fleet dearly)."""
+        moved: dict[int, list[str]] = {k: [] for k in range(len(self.pool.shards))}
+        for stream_id, position in self.stream_position.items():
+            if self.persisted.get(stream_id) != position:
+                moved[shard_of(stream_id, len(self.pool.shards))].append(stream_id)
         return [
-            shard.state_dict.remote(incarnation)
-            for shard, incarnation in zip(
-                self.pool.shards, self.pool.shard_incarnations, strict=True
+            shard.state_dict.remote(incarnation, moved[k])
+            for k, (shard, incarnation) in enumerate(
+                zip(self.pool.shards, self.pool.shard_incarnations, strict=True)
             )
         ]
 

@@ -50,15 +50,27 @@ class FakeConsumer:
         self.seeks.extend((tp, "beginning") for tp in partitions)
 
 
-class FakeShard:
-    """Records `drop_streams.remote(...)` calls."""
+class _Recorder:
+    """`actor.method.remote(*args)` stand-in: records the arguments of every call."""
 
     def __init__(self) -> None:
-        self.dropped: list[list[str]] = []
-        self.drop_streams = self
+        self.calls: list[tuple[Any, ...]] = []
 
-    def remote(self, stream_ids: list[str]) -> None:
-        self.dropped.append(stream_ids)
+    def remote(self, *args: Any) -> tuple[Any, ...]:
+        self.calls.append(args)
+        return args
+
+
+class FakeShard:
+    """Records `drop_streams.remote(...)` and `state_dict.remote(...)` calls."""
+
+    def __init__(self) -> None:
+        self.drop_streams = _Recorder()
+        self.state_dict = _Recorder()
+
+    @property
+    def dropped(self) -> list[list[str]]:
+        return [args[0] for args in self.drop_streams.calls]
 
 
 class FakePool:

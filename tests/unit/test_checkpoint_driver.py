@@ -54,3 +54,16 @@ def test_disabled_checkpoints_write_nothing(tmp_path: Path) -> None:
     consumer.assigned = {P0}
     job._handle_assignment([Record("frames", 0, 5, b"cam0", b"")])
     assert job.checkpoints is None and not (tmp_path / "_checkpoints").exists()
+
+
+def test_snapshots_ask_shards_only_for_streams_that_moved_since_their_file(
+    tmp_path: Path,
+) -> None:
+    job = make_job(tmp_path, FakeConsumer({}))
+    # cam0..cam3 hash to shard 0 and cam4 to shard 1 (CRC-32 of the id, 2 shards).
+    job.stream_position = {f"cam{k}": (P0, 10 + k) for k in range(5)}
+    job.persisted = {"cam0": (P0, 10), "cam1": (P0, 7), "cam4": (P0, 14)}
+    job._state_dict_refs()
+    first, second = job.pool.shards
+    assert first.state_dict.calls == [("a0", ["cam1", "cam2", "cam3"])]
+    assert second.state_dict.calls == [("b0", [])]  # asked anyway: a dead shard must show
