@@ -102,12 +102,11 @@ class KalmanFilter:
         z = np.asarray(measurements, dtype=np.float64).reshape(-1, _NDIM)
         if len(mean) == 0 or len(z) == 0:
             return np.zeros((len(mean), len(z)))
-        if only_position:
-            projected_mean, projected_cov, z = (
-                projected_mean[:, :2],
-                projected_cov[:, :2, :2],
-                z[:, :2],
-            )
+        if only_position:  # closed-form 2x2 inverse: no batched factorisation per frame
+            dx = z[None, :, 0] - projected_mean[:, None, 0]
+            dy = z[None, :, 1] - projected_mean[:, None, 1]
+            sxx, sxy, syy = (projected_cov[:, i, j, None] for i, j in ((0, 0), (0, 1), (1, 1)))
+            return (syy * dx**2 - 2 * sxy * dx * dy + sxx * dy**2) / (sxx * syy - sxy**2)
         cholesky = np.linalg.cholesky(projected_cov)
         delta = (z[None, :, :] - projected_mean[:, None, :]).transpose(0, 2, 1)  # [N, 4, M]
         whitened = np.linalg.solve(cholesky, delta)

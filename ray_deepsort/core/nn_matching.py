@@ -94,28 +94,57 @@ class AppearanceGallery:
         self.head[slots] = (self.head[slots] + 1) % self.budget
         self.count[slots] = np.minimum(self.count[slots] + 1, self.budget)
 
-    def distance(self, slots: np.ndarray, queries: np.ndarray) -> np.ndarray:
-        """Nearest-neighbour distance [len(slots), len(queries)]; NaN rows for empty galleries."""
+    def distance(
+        self, slots: np.ndarray, queries: np.ndarray, where: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Nearest-neighbour distance [len(slots), len(queries)]; NaN for empty galleries.
+
+        With a boolean mask `where` [len(slots), len(queries)], only those pairs are computed
+        (the rest are NaN): each gallery is multiplied by its own few candidates, so gated
+        association costs a fraction of the full product.
+        """
         out = np.full((len(slots), len(queries)), np.nan)
         counts = self.count[slots] if len(slots) else np.zeros(0, np.int64)
-        filled = counts > 0
-        if self.features is None or len(queries) == 0 or not filled.any():
+        if self.features is None or len(queries) == 0 or not (counts > 0).any():
             return out
         queries = l2_normalize(queries)
+        if where is None:
+            where = np.ones(out.shape, np.bool_)
+        where = where & (counts > 0)[:, None]
+        rows = np.flatnonzero(where.any(axis=1))
+        if len(rows) == 0:
+            return out
+        per_row = int(where[rows].sum(axis=1).max())
+        if len(rows) * per_row * 2 > where.size:  # dense: one product over every pair
+            best = self._best_similarity(slots[rows], queries)
+            cols = np.broadcast_to(np.arange(len(queries)), (len(rows), len(queries)))
+        else:  # sparse: each row's candidate columns first (stable), padded with non-candidates
+            cols = np.argsort(~where[rows], axis=1, kind="stable")[:, :per_row]
+            best = self._best_similarity(slots[rows], queries[cols])
+        if self.metric == "cosine":
+            distance = 1.0 - best
+        else:
+            distance = np.sqrt(np.clip(2.0 - 2.0 * best, 0.0, None))
+        out[rows[:, None], cols] = distance
+        out[~where] = np.nan
+        return out
+
+    def _best_similarity(self, slots: np.ndarray, queries: np.ndarray) -> np.ndarray:
+        """Largest similarity of each slot's gallery to queries [Q, dim] (shared by every slot)
+        or [len(slots), K, dim] (per slot); float64 [len(slots), Q or K]."""
+        counts = self.count[slots]
         # Entries 0..count-1 of each ring buffer are valid (writes start at 0 and wrap at budget).
         depth = int(counts.max())
-        entries = self.features[slots, :depth].astype(np.float32, copy=False)  # [T, depth, dim]
-        similarity = (entries.reshape(-1, entries.shape[2]) @ queries.T).reshape(
-            len(slots), depth, len(queries)
-        )
+        entries = self.features[slots, :depth].astype(np.float32, copy=False)  # type: ignore
+        if queries.ndim == 2:
+            similarity = (entries.reshape(-1, entries.shape[2]) @ queries.T).reshape(
+                len(slots), depth, len(queries)
+            )
+        else:
+            similarity = np.matmul(entries, queries.transpose(0, 2, 1))  # [slots, depth, K]
         if counts.min() < depth:  # skipped in the steady state, when every gallery is full
             similarity[np.arange(depth)[None, :] >= counts[:, None]] = -np.inf
-        best = similarity.max(axis=1)[filled].astype(np.float64)
-        if self.metric == "cosine":
-            out[filled] = 1.0 - best
-        else:
-            out[filled] = np.sqrt(np.clip(2.0 - 2.0 * best, 0.0, None))
-        return out
+        return similarity.max(axis=1).astype(np.float64)
 
     def export(self, slots: np.ndarray) -> dict[str, np.ndarray]:
         """Valid entries of `slots` in storage order, plus counts and heads (exact round trip)."""

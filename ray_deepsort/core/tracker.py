@@ -300,25 +300,49 @@ class DeepSORTTracker:
         )
         iou = iou_matrix(xyah_to_xyxy(store.mean[slots, :4]), xyah_to_xyxy(det_xyah))
         cost = 1.0 - iou
-        gated = mahalanobis > self.gating_threshold
-        vouched = np.zeros_like(gated)
+        allowed = mahalanobis <= self.gating_threshold
+        if not self.class_agnostic:
+            allowed &= store.class_id[slots][:, None] == det_class[None, :]
+        overlaps = iou >= self.minimum_iou_threshold
         if det_features is not None and self.appearance_weight > 0:
-            appearance = store.gallery.distance(slots, det_features)
-            appearance[:, ~det_has_feature] = np.nan
+            # Appearance only where the gates leave a choice: the rest is inf whatever it costs.
+            appearance = store.gallery.distance(
+                slots, det_features, where=allowed & det_has_feature[None, :]
+            )
             known = ~np.isnan(appearance)
             weight = self.appearance_weight
             cost = np.where(known, weight * appearance + (1 - weight) * cost, cost)
-            gated |= known & (appearance > self.appearance_threshold)
-            ranked = np.where(known, appearance, np.inf)
-            vouched = (
-                known
-                & (ranked <= ranked.min(axis=0, keepdims=True, initial=np.inf))
-                & (ranked <= ranked.min(axis=1, keepdims=True, initial=np.inf))
+            allowed &= ~(known & (appearance > self.appearance_threshold))
+            overlaps |= self._mutual_nearest(
+                slots, det_features, det_has_feature, allowed & known & ~overlaps
             )
-        gated |= ~vouched & (iou < self.minimum_iou_threshold)
-        if not self.class_agnostic:
-            gated |= store.class_id[slots][:, None] != det_class[None, :]
-        return np.where(gated, np.inf, cost)
+        return np.where(allowed & overlaps, cost, np.inf)
+
+    def _mutual_nearest(
+        self,
+        slots: np.ndarray,
+        det_features: np.ndarray,
+        det_has_feature: np.ndarray,
+        pairs: np.ndarray,
+    ) -> np.ndarray:
+        """Which of `pairs` [tracks, detections] are mutual nearest neighbours in appearance.
+
+        Compared against every confirmed track and every detection with a feature, whatever
+        the gates say; only the rows and columns that hold a pair are computed.
+        """
+        mutual = np.zeros_like(pairs)
+        if not pairs.any():
+            return mutual
+        rows, cols = np.flatnonzero(pairs.any(axis=1)), np.flatnonzero(pairs.any(axis=0))
+        dets = np.flatnonzero(det_has_feature)
+        gallery = self.tracks.gallery
+        by_track = _nan_to_inf(gallery.distance(slots[rows], det_features[dets]))
+        by_detection = _nan_to_inf(gallery.distance(slots, det_features[cols]))
+        nearest_detection = np.zeros_like(pairs)
+        nearest_detection[np.ix_(rows, dets)] = by_track <= by_track.min(axis=1, keepdims=True)
+        nearest_track = np.zeros_like(pairs)
+        nearest_track[:, cols] = by_detection <= by_detection.min(axis=0, keepdims=True)
+        return pairs & nearest_detection & nearest_track
 
     def _iou_cost(
         self, slots: np.ndarray, det_xyxy: np.ndarray, det_class: np.ndarray
@@ -434,6 +458,10 @@ class DeepSORTTracker:
         self.last_frame_index = None if last_index < 0 else last_index
         last_timestamp = float(state["last_timestamp"])
         self.last_timestamp = None if np.isnan(last_timestamp) else last_timestamp
+
+
+def _nan_to_inf(values: np.ndarray) -> np.ndarray:
+    return np.where(np.isnan(values), np.inf, values)
 
 
 def _check_range(name: str, value: float, low: float | None, high: float | None) -> None:

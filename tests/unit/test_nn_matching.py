@@ -82,3 +82,24 @@ def test_float16_gallery_halves_memory_and_keeps_distances() -> None:
     np.testing.assert_array_equal(restored.distance(slots, queries), half.distance(slots, queries))
     with pytest.raises(ValueError, match="gallery_dtype"):
         AppearanceGallery(dtype="int8")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("density", [0.05, 0.3, 0.9])  # sparse (per-track candidates) and dense
+def test_masked_distance_equals_full_distance_on_the_mask(metric, density) -> None:
+    rng = np.random.default_rng(1)
+    gallery = AppearanceGallery(budget=6, metric=metric)
+    gallery.resize(12)
+    for _ in range(8):  # uneven fill: some rings wrapped, some partly filled, two empty
+        slots = np.sort(rng.choice(10, size=rng.integers(1, 10), replace=False))
+        gallery.add(slots, rng.normal(size=(len(slots), 16)).astype(np.float32))
+    slots = rng.permutation(12)
+    queries = rng.normal(size=(9, 16)).astype(np.float32)
+    where = rng.random((12, 9)) < density
+    full = gallery.distance(slots, queries)
+    masked = gallery.distance(slots, queries, where=where)
+    has_gallery = gallery.count[slots] > 0
+    expected = np.where(where & has_gallery[:, None], full, np.nan)
+    np.testing.assert_allclose(masked, expected, rtol=1e-6, atol=1e-6)
+    assert np.isnan(masked[~where]).all()
+    assert np.isnan(gallery.distance(slots, queries, where=np.zeros_like(where))).all()

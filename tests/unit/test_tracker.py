@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 
 from ray_deepsort.core import DeepSORTTracker, Detections
+from ray_deepsort.core.boxes import iou_matrix, xyah_to_xyxy, xyxy_to_xyah
+from ray_deepsort.core.nn_matching import l2_normalize
 
 
 def boxes_at(centres: np.ndarray, size=(40.0, 100.0)) -> np.ndarray:
@@ -367,3 +369,60 @@ def test_state_round_trip_of_a_tracker_whose_tracks_all_died() -> None:
     restored = DeepSORTTracker()
     restored.load_state_dict(tracker.state_dict())
     assert len(restored.tracks) == 0 and restored.next_birth == tracker.next_birth
+
+
+def _cascade_cost_by_definition(tracker: DeepSORTTracker, slots, xyah, classes, features):
+    """The cascade cost computed over every pair, the way its docstring states it."""
+    store = tracker.tracks
+    mahalanobis = tracker.kalman_filter.gating_distance(
+        store.mean[slots], store.covariance[slots], xyah, tracker.gate_position_only
+    )
+    iou = iou_matrix(xyah_to_xyxy(store.mean[slots, :4]), xyah_to_xyxy(xyah))
+    appearance = store.gallery.distance(slots, features)
+    ranked = np.where(np.isnan(appearance), np.inf, appearance)
+    mutual = (ranked <= ranked.min(axis=0)) & (ranked <= ranked.min(axis=1, keepdims=True))
+    allowed = (
+        (mahalanobis <= tracker.gating_threshold)
+        & (store.class_id[slots][:, None] == classes[None, :])
+        & ~(appearance > tracker.appearance_threshold)
+        & ((iou >= tracker.minimum_iou_threshold) | (mutual & np.isfinite(ranked)))
+    )
+    w = tracker.appearance_weight
+    cost = np.where(np.isnan(appearance), 1 - iou, w * appearance + (1 - w) * (1 - iou))
+    return np.where(allowed, cost, np.inf)
+
+
+def test_cascade_cost_computes_appearance_only_where_gates_leave_a_choice() -> None:
+    """The pruned cost (appearance only for gated pairs, mutual-nearest checks only where they
+    decide) equals the cost over every pair, on crowded scenes with look-alikes and gaps."""
+    rng = np.random.default_rng(7)
+    looks = l2_normalize(rng.normal(size=(6, 32)))  # 30 people share 6 looks
+    for trial in range(3):
+        tracker = DeepSORTTracker(appearance_threshold=0.6)
+        start = rng.uniform(0, 600, (30, 2))
+        velocity = rng.normal(0, 6, (30, 2))
+        checked = 0
+        for t in range(40):
+            seen = rng.random(30) > 0.25
+            centres = (start + t * velocity)[seen] + rng.normal(0, 3, (int(seen.sum()), 2))
+            features = looks[np.flatnonzero(seen) % 6] + rng.normal(0, 0.3, (int(seen.sum()), 32))
+            d = dets(centres)
+            d.class_id = (np.flatnonzero(seen) % 2).astype(np.int64)
+            slots = tracker.tracks.active()
+            confirmed = slots[tracker.tracks.confirmed[slots]]
+            if len(confirmed):
+                xyah = xyxy_to_xyah(d.xyxy)
+                feats = l2_normalize(features.astype(np.float32))
+                has = np.ones(len(d), bool)
+                mean, cov = tracker.kalman_filter.predict(
+                    tracker.tracks.mean[confirmed], tracker.tracks.covariance[confirmed]
+                )
+                saved = tracker.tracks.mean.copy(), tracker.tracks.covariance.copy()
+                tracker.tracks.mean[confirmed], tracker.tracks.covariance[confirmed] = mean, cov
+                got = tracker._cascade_cost(confirmed, xyah, d.class_id, feats, has)
+                want = _cascade_cost_by_definition(tracker, confirmed, xyah, d.class_id, feats)
+                tracker.tracks.mean, tracker.tracks.covariance = saved
+                np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+                checked += int(np.isfinite(want).sum())
+            tracker.update(d, embeddings=features, frame_index=t)
+        assert checked > 100, trial
