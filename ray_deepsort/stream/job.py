@@ -489,14 +489,19 @@ class StreamJob:
                 self.consumer.seek(tp, ours)
                 self.next_offset[tp] = ours  # re-published records below it are skipped
                 self.pending_commit[tp] = ours  # and the broker gets the offset back
-            start = 0 if committed is None else int(committed)
+            start = self._reset_position(tp) if committed is None else int(committed)
             removed = self.writer.remove_uncommitted(tp.topic, tp.partition, start)
             if removed:
-                logger.info(
-                    "%s: removed %d uncommitted file(s) at offsets >= %d",
+                (logger.info if committed is not None else logger.warning)(
+                    "%s: removed %d uncommitted file(s) at offsets >= %d%s",
                     tp,
                     len(removed),
                     start,
+                    ""
+                    if committed is not None
+                    else " (the group has no committed offset: an earlier run stopped before "
+                    "its first commit, or the broker lost the group's offsets; the files are "
+                    "written again from the same records, files below are kept)",
                 )
             self.summary.leftovers_removed += len(removed)
             if committed is not None:
@@ -505,6 +510,19 @@ class StreamJob:
                 reseeked.add(tp)
         logger.info("partitions assigned: %s", sorted(map(str, gained)))
         return reseeked
+
+    def _reset_position(self, tp: Any) -> int:
+        """Where a partition without a committed offset is read from (`auto_offset_reset`).
+
+        Output files below it belong to records this run will not read again (expired by
+        retention, or skipped by "latest"), so only files from here on count as leftovers.
+        """
+        timeout_ms = int(self.config.job.request_timeout_s * 1000)
+        position = self.consumer.position(tp, timeout_ms=timeout_ms)
+        if position is None:  # unknown: every file may be rewritten, so none may stay
+            logger.warning("%s: no start position within %d ms; assuming 0", tp, timeout_ms)
+            return 0
+        return int(position)
 
     # ------------------------------------------------------------------ actor failures
     def _recover_actors(self, error: BaseException) -> None:

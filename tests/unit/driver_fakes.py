@@ -29,6 +29,7 @@ class FakeConsumer:
         self.seeks: list[tuple[Any, int | str]] = []
         self.commits: list[dict[Any, int]] = []
         self.commit_error: Exception | None = None
+        self.start_positions: dict[Any, int] = {}  # auto_offset_reset result; 0 if absent
 
     def assignment(self) -> set[Any]:
         return set(self.assigned)
@@ -42,6 +43,9 @@ class FakeConsumer:
         committed = {tp: meta.offset for tp, meta in offsets.items()}
         self.commits.append(committed)
         self.committed_offsets.update(committed)
+
+    def position(self, tp: Any, timeout_ms: int | None = None) -> int:
+        return self.start_positions.get(tp, 0)
 
     def seek(self, tp: Any, offset: int) -> None:
         self.seeks.append((tp, offset))

@@ -30,6 +30,21 @@ def test_assignment_removes_uncommitted_files_only(tmp_path: Path) -> None:
     assert job.owned == {P0, P1} and job.first_assignment_at is not None
 
 
+def test_without_committed_offset_only_files_the_run_rewrites_are_removed(tmp_path: Path) -> None:
+    """The group lost its offsets (Kafka's offsets.retention expired while the job was stopped)
+    and retention already deleted records 0-49: their output must stay, the rest is rewritten."""
+    consumer = FakeConsumer({P0: None})
+    consumer.start_positions[P0] = 50
+    job = make_job(tmp_path, consumer)
+    for offset in (10, 30, 50, 70):
+        write_result_file(job.writer, 0, offset)
+    consumer.assigned = {P0}
+    job._handle_assignment([])
+    stems = {job.writer.stem_of(p) for p in job.writer.files()}
+    assert stems == {batch_file_stem("frames", 0, 10), batch_file_stem("frames", 0, 30)}
+    assert job.summary.leftovers_removed == 4
+
+
 def test_refetched_and_foreign_records_are_dropped(tmp_path: Path) -> None:
     consumer = FakeConsumer({})
     job = make_job(tmp_path, consumer)
