@@ -20,23 +20,36 @@ _MOTION[:_NDIM, _NDIM:] = np.eye(_NDIM)
 
 
 class KalmanFilter:
-    """Batched filter; `std_weight_*` are the paper's 1/20 and 1/160 of the box height."""
+    """Batched filter; `std_weight_*` are the paper's 1/20 and 1/160 of the box height.
+
+    A new track's velocity is unknown: its prior std is `initial_velocity_std` box heights per
+    second (x, y and height). The paper's filter uses 10/160 of the height per frame, 1.875
+    heights/s at 30 fps, which holds the first estimates near zero; the default is three times
+    that, in seconds so that it means the same at every frame rate (docs/benchmarks.md, MOT15).
+    """
 
     def __init__(
-        self, std_weight_position: float = 1.0 / 20, std_weight_velocity: float = 1.0 / 160
+        self,
+        std_weight_position: float = 1.0 / 20,
+        std_weight_velocity: float = 1.0 / 160,
+        initial_velocity_std: float = 5.625,
+        frame_rate: float = 30.0,
     ) -> None:
         self.std_weight_position = std_weight_position
         self.std_weight_velocity = std_weight_velocity
+        self.initial_velocity_std = initial_velocity_std
+        self.frame_rate = frame_rate
 
     def initiate(self, measurements: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """New tracks from xyah measurements [N, 4]: zero velocity, wide velocity uncertainty."""
         z = np.asarray(measurements, dtype=np.float64).reshape(-1, _NDIM)
         mean = np.concatenate([z, np.zeros_like(z)], axis=1)
         h = z[:, 3]
-        wp, wv = self.std_weight_position, self.std_weight_velocity
+        wp = self.std_weight_position
+        wv0 = self.initial_velocity_std / self.frame_rate  # heights per frame
         std = np.stack(
             [2 * wp * h, 2 * wp * h, np.full_like(h, 1e-2), 2 * wp * h,
-             10 * wv * h, 10 * wv * h, np.full_like(h, 1e-5), 10 * wv * h],
+             wv0 * h, wv0 * h, np.full_like(h, 1e-5), wv0 * h],
             axis=1,
         )  # fmt: skip
         return mean, _diag(std**2)

@@ -108,7 +108,7 @@ class DeepSORTTracker:
         self.gate_position_only = gate_position_only
         self.gating_threshold = gating_threshold
         self.class_agnostic = class_agnostic
-        self.kalman_filter = KalmanFilter()
+        self.kalman_filter = KalmanFilter(frame_rate=self.frame_rate)
         self.reset()
 
     def reset(self) -> None:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ray_deepsort.core import CHI2_95_4DOF, KalmanFilter
+from ray_deepsort.core import CHI2_95_4DOF, DeepSORTTracker, KalmanFilter
 
 WP, WV = 1 / 20, 1 / 160
 F = np.eye(8)
@@ -35,10 +35,23 @@ def tracks() -> tuple[np.ndarray, np.ndarray, KalmanFilter]:
 
 
 def test_initiate_matches_paper_noise() -> None:
-    mean, cov = KalmanFilter().initiate(np.array([[5.0, 6.0, 0.5, 100.0]]))
+    # The paper's prior: velocity std 10/160 of the height per frame = 1.875 heights/s at 30 fps.
+    paper = KalmanFilter(initial_velocity_std=1.875)
+    mean, cov = paper.initiate(np.array([[5.0, 6.0, 0.5, 100.0]]))
     np.testing.assert_allclose(mean[0], [5, 6, 0.5, 100, 0, 0, 0, 0])
     expected = np.square([10.0, 10.0, 1e-2, 10.0, 100 / 16, 100 / 16, 1e-5, 100 / 16])
     np.testing.assert_allclose(np.diag(cov[0]), expected)
+
+
+def test_initial_velocity_prior_is_per_second() -> None:
+    """The default prior is 3x the paper's at 30 fps and the same speed at any frame rate."""
+    z = np.array([[5.0, 6.0, 0.5, 100.0]])
+    at_30 = np.diag(KalmanFilter().initiate(z)[1][0])
+    at_10 = np.diag(KalmanFilter(frame_rate=10.0).initiate(z)[1][0])
+    np.testing.assert_allclose(np.sqrt(at_30[[4, 5, 7]]), 3 * 100 / 16)
+    np.testing.assert_allclose(np.sqrt(at_10[[4, 5, 7]]), 3 * np.sqrt(at_30[[4, 5, 7]]))
+    np.testing.assert_allclose(at_10[:4], at_30[:4])
+    assert DeepSORTTracker(frame_rate=10.0).kalman_filter.frame_rate == 10.0
 
 
 def test_predict_matches_textbook(tracks) -> None:
