@@ -18,6 +18,9 @@ produce and commit are retried with backoff (`ray_deepsort.stream.retry`), idlin
 while the broker does not answer, and a broker that lost its committed offsets (restarted
 without storage) is noticed and this job's own offsets win (docs/streaming.md, "Rebalances and
 broker outages").
+
+Tracker-state checkpoints (when to snapshot, write, restore and evict) are decided by the
+`CheckpointCoordinator` in `ray_deepsort.stream.checkpoints`; this driver calls it at each step.
 """
 
 from __future__ import annotations
@@ -36,7 +39,6 @@ from typing import Any
 import numpy as np
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 
-from ray_deepsort.pipeline.checkpoint import CheckpointStore, PartitionManifest
 from ray_deepsort.pipeline.embedder import ModelSpec, forward_batch_size
 from ray_deepsort.pipeline.parquet import ParquetResultWriter, batch_file_stem
 from ray_deepsort.pipeline.sharding import shard_of
@@ -47,6 +49,7 @@ from ray_deepsort.pipeline.types import (
     SourcePosition,
     TrackRequest,
 )
+from ray_deepsort.stream.checkpoints import CheckpointCoordinator, ShardStates
 from ray_deepsort.stream.config import StreamConfig
 from ray_deepsort.stream.metrics import JobMetrics
 from ray_deepsort.stream.retry import Backoff
@@ -139,18 +142,8 @@ class _Batch:
     revoked: set[Any] = field(default_factory=set)  # partitions lost while in flight
     seen_last: dict[Any, int] = field(default_factory=dict)  # incl. replayed records
     replay_below: dict[Any, int] = field(default_factory=dict)  # output only from here on
-    state_refs: list[Any] = field(default_factory=list)  # shard state_dicts after this batch
-    stream_positions: dict[str, tuple[Any, int]] = field(default_factory=dict)
+    states: ShardStates | None = None  # shard states after this batch (checkpoint snapshot)
     consumed: int = 0  # records counted in `records_seen` (replayed ones are not)
-
-
-@dataclass
-class _Snapshot:
-    """Shard states after a finished batch, waiting for the commit that covers them."""
-
-    state_refs: list[Any]
-    stream_positions: dict[str, tuple[Any, int]]  # stream -> (partition, last offset)
-    covered: dict[Any, int]  # partition -> next offset the states cover
 
 
 class StreamJob:
@@ -221,6 +214,7 @@ class StreamJob:
             checkpoint_root=cfg.output.path if cfg.checkpoint.enabled else None,
             fsync=cfg.output.fsync,
         )
+        self.checkpoint = CheckpointCoordinator(cfg, self.pool, self.summary)
         self.summary.actors = plan.describe()
         crashed = False
         try:
@@ -271,23 +265,6 @@ class StreamJob:
         self.progress_frames = 0
         self.first_submit_at: float | None = None
         self.last_finish_at: float | None = None
-        # checkpoints (see ray_deepsort.pipeline.checkpoint)
-        self.checkpoints: CheckpointStore | None = None
-        if self.config.checkpoint.enabled:
-            self.checkpoints = CheckpointStore(self.config.output.path, self.config.output.fsync)
-        self.manifests: dict[Any, PartitionManifest] = {}
-        self.covered: dict[Any, int] = {}  # partition -> next offset tracked (replay included)
-        self.stream_position: dict[str, tuple[Any, int]] = {}  # last offset sent to a shard
-        self.persisted: dict[str, tuple[Any, int]] = {}  # what the stream's file holds
-        # stream -> its partition, for streams whose state is only in checkpoint storage
-        # (restored partitions, evicted idle streams): their shard loads it at the next frame.
-        self.on_disk: dict[str, Any] = {}
-        self.last_seen: dict[str, float] = {}  # stream -> monotonic time of its last frame
-        self.evict_check_at = 0.0
-        self.replay_below: dict[Any, int] = {}  # partition -> committed offset during replay
-        self.initial_manifest_due: set[Any] = set()
-        self.snapshot_due: _Snapshot | None = None
-        self.checkpoints_written = 0
         # actor failures (see _recover_actors)
         self.progress_at_recovery = -1
         self.stalled_recoveries = 0
@@ -333,10 +310,10 @@ class StreamJob:
                     failure = None
                 self.summary.stop_reason = self._loop()
                 self._drain()
-                self._snapshot_now()
+                self.checkpoint.snapshot_now(self.owned)
                 self._commit(force=True)
                 if not self.pending_commit:
-                    self._write_checkpoint()  # everything is committed: the final state is safe
+                    self.checkpoint.write_snapshot()  # all committed: the final state is safe
                 return
             except _actor_errors() as error:
                 failure = error
@@ -364,7 +341,9 @@ class StreamJob:
                 self._finish_ready(block=False, timeout=cfg.batch.max_wait_ms / 1000)
             self._commit()
             self._maybe_progress()
-            self._evict_idle()
+            self.checkpoint.evict_idle(
+                self.owned, all_committed=not self.inflight and not self.pending_commit
+            )
 
     def _idle_too_long(self) -> bool:
         limit = self.config.job.max_idle_s
@@ -440,9 +419,7 @@ class StreamJob:
             tp = _topic_partition(record.topic, record.partition)
             if tp not in current or tp in reseeked or tp in fenced:
                 continue  # not ours, fetched before seeking back, or before a rebalance
-            if tp in self.initial_manifest_due:
-                self.initial_manifest_due.discard(tp)
-                self._write_initial_manifest(tp, record.offset)
+            self.checkpoint.record_fetched(tp, record.offset)
             expected = self.next_offset.get(tp)
             if expected is not None and record.offset < expected:
                 continue  # re-fetched after a rebalance: already in flight or done
@@ -456,23 +433,16 @@ class StreamJob:
             # Their results must not be written even if the partition comes back: it is
             # then replayed from the committed offset.
             batch.revoked |= lost
-        self.snapshot_due = None  # may hold states of lost partitions' streams
+        dropped: set[str] = set()
         for tp in lost:
             self.next_offset.pop(tp, None)
             self.pending_commit.pop(tp, None)
-            self.manifests.pop(tp, None)
-            self.covered.pop(tp, None)
-            self.replay_below.pop(tp, None)
-            self.initial_manifest_due.discard(tp)
             streams = self.partition_streams.pop(tp, set())
             if streams:
                 for actor in self.pool.shards:
                     actor.drop_streams.remote(sorted(streams))
-                for stream_id in streams:
-                    self.stream_position.pop(stream_id, None)
-                    self.persisted.pop(stream_id, None)
-                    self.on_disk.pop(stream_id, None)
-                    self.last_seen.pop(stream_id, None)
+                dropped |= streams
+        self.checkpoint.forget(lost, dropped)
 
     def _assign_partitions(self, gained: set[Any]) -> set[Any]:
         """Take over `gained` partitions at their committed offsets: remove uncommitted files,
@@ -506,8 +476,14 @@ class StreamJob:
             self.summary.leftovers_removed += len(removed)
             if committed is not None:
                 self.committed[tp] = int(committed)
-            if self.checkpoints is not None and self._restore_partition(tp, committed):
-                reseeked.add(tp)
+            restored = self.checkpoint.restore_partition(tp, committed)
+            if restored is not None:
+                for stream_id in restored.streams:
+                    self.partition_streams[tp].add(stream_id)
+                if restored.replay_from is not None:
+                    self.consumer.seek(tp, restored.replay_from)
+                    self.next_offset[tp] = restored.replay_from
+                    reseeked.add(tp)
         logger.info("partitions assigned: %s", sorted(map(str, gained)))
         return reseeked
 
@@ -576,7 +552,7 @@ class StreamJob:
         self._revoke_partitions(self.owned | partitions)
         self._assign_partitions(partitions)
         self.owned = partitions
-        if self.checkpoints is None and partitions:
+        if not self.checkpoint.enabled and partitions:
             logger.warning(
                 "checkpoints are off: the streams of %s restart with fresh trackers (new track "
                 "ids) at the committed offsets",
@@ -604,12 +580,12 @@ class StreamJob:
         for record in records:
             tp = _topic_partition(record.topic, record.partition)
             seen_last[tp] = record.offset
-            replaying = record.offset < self.replay_below.get(tp, -1)
+            committed_below = self.checkpoint.replay_limit(tp, record.offset)
+            replaying = committed_below is not None
             if replaying:
                 # Already in the output: tracked again only to rebuild tracker state.
-                replay_below[tp] = self.replay_below[tp]
+                replay_below[tp] = committed_below
             else:
-                self.replay_below.pop(tp, None)
                 self.records_seen += 1
                 first_offsets.setdefault(tp, record.offset)
                 last_offsets[tp] = record.offset
@@ -624,8 +600,7 @@ class StreamJob:
                 continue
             frames.append((record, frame))
             self.partition_streams[tp].add(frame.stream_id)
-            self.stream_position[frame.stream_id] = (tp, record.offset)
-            self.last_seen[frame.stream_id] = polled_at
+            self.checkpoint.frame_submitted(tp, frame.stream_id, record.offset, polled_at)
         decode_s = time.perf_counter() - started
 
         embed_refs, slots = self._submit_embeddings(frames)
@@ -653,7 +628,7 @@ class StreamJob:
                     frame_shape=None if frame.width is None else (frame.height, frame.width),
                     embeddings=frame.embeddings,
                     embed_slot=embed_slot,
-                    restore=self.on_disk.pop(frame.stream_id, None) is not None,
+                    restore=self.checkpoint.take_restore(frame.stream_id),
                 )
             )
         shard_refs = [
@@ -664,11 +639,7 @@ class StreamJob:
             )
             for shard, requests in sorted(per_shard.items())
         ]
-        snapshot = (
-            self.checkpoints is not None and self.batch_counter % cfg.checkpoint.every_batches == 0
-        )
-        # Actor calls run in submission order, so these are the states right after this batch.
-        state_refs = self._state_dict_refs() if snapshot else []
+        states = self.checkpoint.states_after_batch(self.batch_counter)
         self.inflight.append(
             _Batch(
                 batch_id=self.batch_counter,
@@ -681,8 +652,7 @@ class StreamJob:
                 decode_s=decode_s,
                 seen_last=seen_last,
                 replay_below=replay_below,
-                state_refs=state_refs,
-                stream_positions=dict(self.stream_position) if snapshot else {},
+                states=states,
                 consumed=self.records_seen - records_before,
             )
         )
@@ -833,15 +803,9 @@ class StreamJob:
         for tp, last in batch.last_offsets.items():
             if tp in owned:
                 self.pending_commit[tp] = last + 1
-        for tp, last in batch.seen_last.items():
-            if tp in owned and tp in self.covered:
-                self.covered[tp] = max(self.covered[tp], last + 1)
-        if batch.state_refs and not batch.revoked:
-            self.snapshot_due = _Snapshot(
-                state_refs=batch.state_refs,
-                stream_positions=batch.stream_positions,
-                covered={tp: o for tp, o in self.covered.items() if tp in owned},
-            )
+        self.checkpoint.batch_finished(
+            batch.seen_last, owned, None if batch.revoked else batch.states
+        )
         self._commit()
         self.last_finish_at = time.monotonic()
 
@@ -1019,7 +983,7 @@ class StreamJob:
         self.in_handoff = True
         try:
             self._drain()
-            self._snapshot_now()
+            self.checkpoint.snapshot_now(self.owned)
         finally:
             self.in_handoff = False
         self.summary.handoffs += 1
@@ -1086,160 +1050,7 @@ class StreamJob:
         self.last_commit = time.monotonic()
         self.commit_backoff.succeeded()
         self.commit_retry_at = 0.0
-        self._write_checkpoint()
-
-    # ------------------------------------------------------------------ checkpoints
-    def _write_checkpoint(self) -> None:
-        """Persist the latest snapshot: every batch it covers is committed now.
-
-        Stream files first (only streams that changed since their last file), then each
-        partition's manifest, so a manifest never names state it does not have.
-        """
-        import ray
-
-        snapshot, self.snapshot_due = self.snapshot_due, None
-        if snapshot is None or self.checkpoints is None:
-            return
-        # Each shard writes its own streams' files from its snapshot (the states never travel
-        # through the driver); only streams that moved since their last file are written.
-        due: dict[int, dict[str, tuple[str, int, int]]] = collections.defaultdict(dict)
-        for stream_id, position in snapshot.stream_positions.items():
-            tp, offset = position
-            if self.persisted.get(stream_id) == position or tp not in snapshot.covered:
-                continue
-            if tp in self.manifests:
-                shard = shard_of(stream_id, len(self.pool.shards))
-                due[shard][stream_id] = (tp.topic, tp.partition, offset)
-        # Every shard gets the call, with or without streams to write: a shard that died
-        # after the batch (its snapshot failed) raises here, even one that holds no stream
-        # now; the offsets are committed and _recover_actors rebuilds from the last checkpoint.
-        calls = [
-            shard.write_checkpoints.remote(state_ref, due.get(k, {}))
-            for k, (shard, state_ref) in enumerate(
-                zip(self.pool.shards, snapshot.state_refs, strict=True)
-            )
-        ]
-        written: dict[Any, dict[str, str]] = collections.defaultdict(dict)
-        for names in ray.get(calls):
-            for stream_id, name in names.items():
-                tp, offset = snapshot.stream_positions[stream_id]
-                written[tp][stream_id] = name
-                self.persisted[stream_id] = (tp, offset)
-        for tp, covered in snapshot.covered.items():
-            manifest = self.manifests.get(tp)
-            if manifest is None or (covered == manifest.offset and not written[tp]):
-                continue
-            manifest.streams.update(written[tp])
-            manifest.offset = covered
-            self.checkpoints.write_manifest(manifest)
-            self.checkpoints_written += 1
-        self.summary.checkpoints = self.checkpoints_written
-
-    def _evict_idle(self) -> None:
-        """Drop streams idle for `checkpoint.evict_idle_s` from their shards' memory.
-
-        Only a stream whose latest state is in its checkpoint file leaves (nothing of it is in
-        flight then); its next frame carries `restore` and the shard loads the file again.
-        """
-        limit = self.config.checkpoint.evict_idle_s
-        now = time.monotonic()
-        if not limit or self.checkpoints is None or now < self.evict_check_at:
-            return
-        self.evict_check_at = now + min(limit / 4, 5.0)
-        idle = [sid for sid, seen in self.last_seen.items() if now - seen >= limit]
-        unsaved = [sid for sid in idle if self.persisted.get(sid) != self.stream_position[sid]]
-        if unsaved and not self.inflight and not self.pending_commit:
-            self._snapshot_now()  # everything is committed: persist their last state now
-            self._write_checkpoint()
-        by_shard: dict[int, list[str]] = collections.defaultdict(list)
-        for stream_id in idle:
-            position = self.stream_position[stream_id]
-            if self.persisted.get(stream_id) != position:
-                continue  # its last frames are not in a file yet: try again later
-            by_shard[shard_of(stream_id, len(self.pool.shards))].append(stream_id)
-            self.on_disk[stream_id] = position[0]
-            del self.last_seen[stream_id]
-        for shard, stream_ids in by_shard.items():
-            self.pool.shards[shard].drop_streams.remote(stream_ids)
-            self.summary.streams_evicted += len(stream_ids)
-        if by_shard:
-            logger.info("evicted %d idle stream(s)", sum(map(len, by_shard.values())))
-
-    def _snapshot_now(self) -> None:
-        """Snapshot every shard with nothing in flight (a graceful stop keeps the last state)."""
-        if self.checkpoints is None or self.inflight:
-            return
-        self.snapshot_due = _Snapshot(
-            state_refs=self._state_dict_refs(),
-            stream_positions=dict(self.stream_position),
-            covered={tp: o for tp, o in self.covered.items() if tp in self.owned},
-        )
-
-    def _state_dict_refs(self) -> list[Any]:
-        """Every shard's state once the calls already sent to it have run, limited to the
-        streams that moved since their last checkpoint file (the others would not be written,
-        and copying every idle stream's galleries at each snapshot costs a fleet dearly)."""
-        moved: dict[int, list[str]] = {k: [] for k in range(len(self.pool.shards))}
-        for stream_id, position in self.stream_position.items():
-            if self.persisted.get(stream_id) != position:
-                moved[shard_of(stream_id, len(self.pool.shards))].append(stream_id)
-        return [
-            shard.state_dict.remote(incarnation, moved[k])
-            for k, (shard, incarnation) in enumerate(
-                zip(self.pool.shards, self.pool.shard_incarnations, strict=True)
-            )
-        ]
-
-    def _restore_partition(self, tp: Any, committed: int | None) -> bool:
-        """Restore the trackers of a newly assigned partition from its checkpoint.
-
-        Its streams' states stay in storage until their next frame, whose shard loads the file
-        and skips the replayed frames that state already holds. Returns True when the consumer
-        was sent back to the checkpoint's offset to rebuild state from frames that are already
-        committed (their output is not written again).
-        """
-        assert self.checkpoints is not None
-        manifest = self.checkpoints.read_manifest(tp.topic, tp.partition)
-        if manifest is None or committed is None or manifest.offset > committed:
-            if manifest is not None and manifest.streams:
-                logger.warning(
-                    "%s: checkpoint at offset %d does not match committed offset %s; "
-                    "starting its streams with fresh trackers",
-                    tp,
-                    manifest.offset,
-                    committed,
-                )
-            if committed is None:
-                self.initial_manifest_due.add(tp)  # written at the first record
-            else:
-                self._write_initial_manifest(tp, int(committed))
-            return False
-        for stream_id in manifest.streams:
-            self.on_disk[stream_id] = tp
-            self.partition_streams[tp].add(stream_id)
-        self.manifests[tp] = manifest
-        self.covered[tp] = manifest.offset
-        logger.info(
-            "%s: restored %d stream(s) from the checkpoint at offset %d (committed %d)",
-            tp,
-            len(manifest.streams),
-            manifest.offset,
-            committed,
-        )
-        if manifest.offset < committed:
-            self.consumer.seek(tp, manifest.offset)
-            self.next_offset[tp] = manifest.offset
-            self.replay_below[tp] = int(committed)
-            return True
-        return False
-
-    def _write_initial_manifest(self, tp: Any, offset: int) -> None:
-        """Empty state at `offset`: what this run starts the partition from."""
-        assert self.checkpoints is not None
-        manifest = PartitionManifest(tp.topic, tp.partition, offset)
-        self.checkpoints.write_manifest(manifest)
-        self.manifests[tp] = manifest
-        self.covered[tp] = offset
+        self.checkpoint.write_snapshot()
 
     def _lag(self) -> int | None:
         """Sum over owned partitions of high watermark - next offset (None if unknown)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import namedtuple
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,10 @@ import numpy as np
 from kafka.structs import TopicPartition
 
 from ray_deepsort.pipeline import ParquetResultWriter
+from ray_deepsort.pipeline.checkpoint import stream_file_name
 from ray_deepsort.pipeline.parquet import batch_file_stem
 from ray_deepsort.pipeline.types import FrameResult, SourcePosition
+from ray_deepsort.stream.checkpoints import CheckpointCoordinator
 from ray_deepsort.stream.config import load_config
 from ray_deepsort.stream.job import StreamJob
 from ray_deepsort.stream.metrics import JobMetrics
@@ -55,22 +58,28 @@ class FakeConsumer:
 
 
 class _Recorder:
-    """`actor.method.remote(*args)` stand-in: records the arguments of every call."""
+    """`actor.method.remote(*args)` stand-in: records the arguments of every call and returns
+    `answer(*args)` (the arguments themselves without `answer`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, answer: Callable[..., Any] | None = None) -> None:
         self.calls: list[tuple[Any, ...]] = []
+        self._answer = answer
 
-    def remote(self, *args: Any) -> tuple[Any, ...]:
+    def remote(self, *args: Any) -> Any:
         self.calls.append(args)
-        return args
+        return args if self._answer is None else self._answer(*args)
 
 
 class FakeShard:
-    """Records `drop_streams.remote(...)` and `state_dict.remote(...)` calls."""
+    """Records `drop_streams`, `state_dict` and `write_checkpoints` calls; `write_checkpoints`
+    answers with the file names a shard writes for the streams it is given (no files)."""
 
     def __init__(self) -> None:
         self.drop_streams = _Recorder()
         self.state_dict = _Recorder()
+        self.write_checkpoints = _Recorder(
+            lambda states, due: {stream_id: stream_file_name(stream_id) for stream_id in due}
+        )
 
     @property
     def dropped(self) -> list[list[str]]:
@@ -98,6 +107,7 @@ def make_job(tmp_path: Path, consumer: FakeConsumer, *overrides: str) -> StreamJ
     job.writer = ParquetResultWriter(tmp_path)
     job.metrics = JobMetrics(enabled=False)
     job.pool = FakePool()  # type: ignore[assignment]
+    job.checkpoint = CheckpointCoordinator(job.config, job.pool, job.summary)
     return job
 
 

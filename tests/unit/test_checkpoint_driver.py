@@ -29,9 +29,9 @@ def test_checkpoint_behind_the_commit_replays_without_output(tmp_path: Path) -> 
     kept = job._handle_assignment(fetched)
 
     assert consumer.seeks == [(P0, 7)]
-    assert job.replay_below == {P0: 12} and job.next_offset[P0] == 7
+    assert job.checkpoint.replay_below == {P0: 12} and job.next_offset[P0] == 7
     assert [r.partition for r in kept] == [2]  # P0's record comes again after the seek
-    assert job.covered == {P0: 7, P1: 20, P2: 4}
+    assert job.checkpoint.covered == {P0: 7, P1: 20, P2: 4}
     fresh = store.read_manifest("frames", 1)
     assert fresh is not None and (fresh.offset, fresh.streams) == (20, {})
 
@@ -45,7 +45,7 @@ def test_partition_without_commit_gets_its_manifest_at_the_first_record(tmp_path
     assert store.read_manifest("frames", 0) is None
     job._handle_assignment([Record("frames", 0, 3, b"cam0", b"")])
     manifest = store.read_manifest("frames", 0)
-    assert manifest is not None and manifest.offset == 3 and job.covered == {P0: 3}
+    assert manifest is not None and manifest.offset == 3 and job.checkpoint.covered == {P0: 3}
 
 
 def test_disabled_checkpoints_write_nothing(tmp_path: Path) -> None:
@@ -53,17 +53,4 @@ def test_disabled_checkpoints_write_nothing(tmp_path: Path) -> None:
     job = make_job(tmp_path, consumer, "checkpoint.enabled=false")
     consumer.assigned = {P0}
     job._handle_assignment([Record("frames", 0, 5, b"cam0", b"")])
-    assert job.checkpoints is None and not (tmp_path / "_checkpoints").exists()
-
-
-def test_snapshots_ask_shards_only_for_streams_that_moved_since_their_file(
-    tmp_path: Path,
-) -> None:
-    job = make_job(tmp_path, FakeConsumer({}))
-    # cam0..cam3 hash to shard 0 and cam4 to shard 1 (CRC-32 of the id, 2 shards).
-    job.stream_position = {f"cam{k}": (P0, 10 + k) for k in range(5)}
-    job.persisted = {"cam0": (P0, 10), "cam1": (P0, 7), "cam4": (P0, 14)}
-    job._state_dict_refs()
-    first, second = job.pool.shards
-    assert first.state_dict.calls == [("a0", ["cam1", "cam2", "cam3"])]
-    assert second.state_dict.calls == [("b0", [])]  # asked anyway: a dead shard must show
+    assert not job.checkpoint.enabled and not (tmp_path / "_checkpoints").exists()
