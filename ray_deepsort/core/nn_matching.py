@@ -132,10 +132,11 @@ class AppearanceGallery:
     def _best_similarity(self, slots: np.ndarray, queries: np.ndarray) -> np.ndarray:
         """Largest similarity of each slot's gallery to queries [Q, dim] (shared by every slot)
         or [len(slots), K, dim] (per slot); float64 [len(slots), Q or K]."""
+        assert self.features is not None
         counts = self.count[slots]
         # Entries 0..count-1 of each ring buffer are valid (writes start at 0 and wrap at budget).
         depth = int(counts.max())
-        entries = self.features[slots, :depth].astype(np.float32, copy=False)  # type: ignore
+        entries = self.features[slots, :depth].astype(np.float32, copy=False)
         if queries.ndim == 2:
             similarity = (entries.reshape(-1, entries.shape[2]) @ queries.T).reshape(
                 len(slots), depth, len(queries)
