@@ -105,7 +105,6 @@ class CheckpointCoordinator:
         self.replay_below: dict[Any, int] = {}  # partition -> committed offset during replay
         self.initial_manifest_due: set[Any] = set()
         self.snapshot_due: _Snapshot | None = None
-        self.checkpoints_written = 0
 
     @property
     def enabled(self) -> bool:
@@ -298,8 +297,7 @@ class CheckpointCoordinator:
             manifest.streams.update(written[tp])
             manifest.offset = covered
             self.store.write_manifest(manifest)
-            self.checkpoints_written += 1
-        self.summary.checkpoints = self.checkpoints_written
+            self.summary.checkpoints += 1
 
     # ------------------------------------------------------------------ idle streams
     def evict_idle(self, owned: set[Any], all_committed: bool) -> None:
