@@ -6,20 +6,21 @@ import pytest
 from ray_deepsort.core import CHI2_95_4DOF, DeepSORTTracker, KalmanFilter
 
 WP, WV = 1 / 20, 1 / 160
+WA, WAM = 0.04, 0.25  # aspect noise, as fractions of the aspect: process, measurement
 F = np.eye(8)
 F[:4, 4:] = np.eye(4)
 H = np.eye(4, 8)
 
 
 def textbook_predict(x: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    h = x[3]
-    q = np.diag(np.square([WP * h, WP * h, 1e-2, WP * h, WV * h, WV * h, 1e-5, WV * h]))
+    a, h = x[2], x[3]
+    q = np.diag(np.square([WP * h, WP * h, WA * a, WP * h, WV * h, WV * h, 1e-5, WV * h]))
     return F @ x, F @ p @ F.T + q
 
 
 def textbook_update(x: np.ndarray, p: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    h = x[3]
-    r = np.diag(np.square([WP * h, WP * h, 1e-1, WP * h]))
+    a, h = x[2], x[3]
+    r = np.diag(np.square([WP * h, WP * h, WAM * a, WP * h]))
     s = H @ p @ H.T + r
     k = p @ H.T @ np.linalg.inv(s)
     return x + k @ (z - H @ x), (np.eye(8) - k @ H) @ p
@@ -35,12 +36,27 @@ def tracks() -> tuple[np.ndarray, np.ndarray, KalmanFilter]:
 
 
 def test_initiate_matches_paper_noise() -> None:
-    # The paper's prior: velocity std 10/160 of the height per frame = 1.875 heights/s at 30 fps.
-    paper = KalmanFilter(initial_velocity_std=1.875)
-    mean, cov = paper.initiate(np.array([[5.0, 6.0, 0.5, 100.0]]))
-    np.testing.assert_allclose(mean[0], [5, 6, 0.5, 100, 0, 0, 0, 0])
+    # The paper's prior: velocity std 10/160 of the height per frame = 1.875 heights/s at 30 fps;
+    # its absolute aspect noise (0.01 process and prior, 0.1 measurement) is 2.5 % and 25 % of
+    # a pedestrian's aspect of 0.4.
+    paper = KalmanFilter(initial_velocity_std=1.875, std_weight_aspect=0.025)
+    mean, cov = paper.initiate(np.array([[5.0, 6.0, 0.4, 100.0]]))
+    np.testing.assert_allclose(mean[0], [5, 6, 0.4, 100, 0, 0, 0, 0])
     expected = np.square([10.0, 10.0, 1e-2, 10.0, 100 / 16, 100 / 16, 1e-5, 100 / 16])
     np.testing.assert_allclose(np.diag(cov[0]), expected)
+    projected = paper.project(mean, np.zeros_like(cov))[1][0]
+    np.testing.assert_allclose(np.diag(projected), np.square([5.0, 5.0, 0.1, 5.0]))
+
+
+def test_aspect_noise_is_a_fraction_of_the_aspect() -> None:
+    """A car (aspect 2) gets the same relative aspect noise as a pedestrian (aspect 0.4)."""
+    kf = KalmanFilter()
+    z = np.array([[50.0, 50.0, 0.4, 100.0], [50.0, 50.0, 2.0, 100.0]])
+    mean, cov = kf.initiate(z)
+    predicted = kf.predict(mean, np.zeros_like(cov))[1]
+    projected = kf.project(mean, np.zeros_like(cov))[1]
+    for matrix, weight in ((cov, 0.04), (predicted, 0.04), (projected, 0.25)):
+        np.testing.assert_allclose(np.sqrt(matrix[:, 2, 2]), weight * z[:, 2])
 
 
 def test_initial_velocity_prior_is_per_second() -> None:
