@@ -133,19 +133,30 @@ class AppearanceGallery:
         """Largest similarity of each slot's gallery to queries [Q, dim] (shared by every slot)
         or [len(slots), K, dim] (per slot); float64 [len(slots), Q or K]."""
         assert self.features is not None
-        counts = self.count[slots]
+        depth = int(self.count[slots].max())
         # Entries 0..count-1 of each ring buffer are valid (writes start at 0 and wrap at budget).
-        depth = int(counts.max())
-        entries = self.features[slots, :depth].astype(np.float32, copy=False)
+        first, stop = int(slots.min()), int(slots.max()) + 1
+        if stop - first <= 2 * len(slots):
+            # Mostly one run of slots (the track store hands out the lowest free slots): multiply
+            # the galleries in place through a slice view, since copying them out costs more than
+            # the product for 1280-d features; rows not asked for are computed and dropped.
+            entries, counts = self.features[first:stop, :depth], self.count[first:stop]
+            rows: np.ndarray | None = slots - first
+            if queries.ndim == 3:
+                padded = np.zeros((stop - first, *queries.shape[1:]), np.float32)
+                padded[rows] = queries
+                queries = padded
+        else:
+            entries, counts, rows = self.features[slots, :depth], self.count[slots], None
+        entries = entries.astype(np.float32, copy=False)
         if queries.ndim == 2:
-            similarity = (entries.reshape(-1, entries.shape[2]) @ queries.T).reshape(
-                len(slots), depth, len(queries)
-            )
+            similarity = np.matmul(entries, queries.T)  # [slots, depth, Q]
         else:
             similarity = np.matmul(entries, queries.transpose(0, 2, 1))  # [slots, depth, K]
-        if counts.min() < depth:  # skipped in the steady state, when every gallery is full
+        if counts.min() < depth:  # skipped in the steady state, when the galleries are full
             similarity[np.arange(depth)[None, :] >= counts[:, None]] = -np.inf
-        return similarity.max(axis=1).astype(np.float64)
+        best = similarity.max(axis=1).astype(np.float64)
+        return best if rows is None else best[rows]
 
     def export(self, slots: np.ndarray) -> dict[str, np.ndarray]:
         """Valid entries of `slots` in storage order, plus counts and heads (exact round trip)."""

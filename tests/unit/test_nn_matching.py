@@ -103,3 +103,33 @@ def test_masked_distance_equals_full_distance_on_the_mask(metric, density) -> No
     np.testing.assert_allclose(masked, expected, rtol=1e-6, atol=1e-6)
     assert np.isnan(masked[~where]).all()
     assert np.isnan(gallery.distance(slots, queries, where=np.zeros_like(where))).all()
+
+
+@pytest.mark.parametrize(
+    "slots",
+    [[11, 3, 0, 7, 5, 1, 9, 2, 10, 4, 8, 6], [4, 1, 2, 3], [0, 9, 11], [6]],
+    ids=["all-permuted", "one-run-unsorted", "scattered", "single"],
+)
+@pytest.mark.parametrize("density", [1.0, 0.3])
+def test_distance_matches_brute_force_for_any_slot_set(slots, density) -> None:
+    """Runs of slots are read through a view, scattered ones copied: both equal a plain loop."""
+    rng = np.random.default_rng(2)
+    gallery = AppearanceGallery(budget=5)
+    gallery.resize(12)
+    for _ in range(9):
+        chosen = np.sort(rng.choice(12, size=rng.integers(1, 12), replace=False))
+        gallery.add(chosen, rng.normal(size=(len(chosen), 8)).astype(np.float32))
+    gallery.clear(np.array([2]))
+    slots = np.array(slots)
+    queries = l2_normalize(rng.normal(size=(7, 8)).astype(np.float32))
+    where = rng.random((len(slots), 7)) < density
+    got = gallery.distance(slots, queries, where=where)
+    assert gallery.features is not None
+    for i, slot in enumerate(slots):
+        entries = gallery.features[slot, : gallery.count[slot]]
+        for j in range(len(queries)):
+            if not where[i, j] or len(entries) == 0:
+                assert np.isnan(got[i, j])
+            else:
+                nearest = float((entries @ queries[j]).max())
+                assert got[i, j] == pytest.approx(1.0 - nearest, abs=1e-6)
