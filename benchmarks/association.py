@@ -10,12 +10,18 @@ given, so this times filtering + gating + cascade + galleries, not the CNN.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
 
-import numpy as np
+# One BLAS thread for both trackers, as a tracker process should run: with more, idle OpenBLAS
+# threads spin on a small machine and the peer's per-track numpy calls take several times longer.
+for _name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")
 
-from ray_deepsort.core import DeepSORTTracker, Detections
+import numpy as np  # noqa: E402
+
+from ray_deepsort.core import DeepSORTTracker, Detections  # noqa: E402
 
 
 def make_scene(tracks: int, dim: int, frames: int, seed: int = 0):
@@ -83,7 +89,11 @@ def main() -> None:
     runners: dict[str, Callable] = {"ours": time_ours}
     if not args.no_peer:
         runners["nwojke (deep_sort_realtime)"] = time_nwojke
-    print(f"median ms/frame over frames {args.warmup}..{args.frames} (galleries full)")
+    threads = os.environ["OPENBLAS_NUM_THREADS"]
+    print(
+        f"median ms/frame over frames {args.warmup}..{args.frames} (galleries full), "
+        f"OPENBLAS_NUM_THREADS={threads}"
+    )
     print(f"{'tracks':>6} {'dim':>5} " + " ".join(f"{name:>28}" for name in runners) + "   ratio")
     for dim in args.dim:
         for tracks in args.tracks:
