@@ -3,9 +3,8 @@
 The state is (cx, cy, a, h, vx, vy, va, vh). Process and measurement noise scale with the box
 height, as in Wojke et al. 2017, so near (large) and far (small) objects are gated alike; the
 aspect's noise scales with the aspect, so a car (a ≈ 2) is filtered like a pedestrian (a ≈ 0.4).
-Every
-method takes stacked arrays: mean [N, 8], covariance [N, 8, 8], so a frame's tracks move in a
-handful of batched numpy calls instead of one Python object per track.
+Every method takes stacked arrays: mean [N, 8], covariance [N, 8, 8], so a frame's tracks move
+in a handful of batched numpy calls instead of one Python object per track.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ class KalmanFilter:
     The paper's aspect noise is absolute: std 0.01 per frame (process) and 0.1 (measurement),
     2.5 % and 25 % of a pedestrian's aspect of 0.4. Here both are fractions of the aspect:
     `std_weight_aspect_measurement` 0.25 keeps the paper's value for pedestrians, and
-    `std_weight_aspect` (process, and a new track's prior as in the paper) is 5 %, twice the
+    `std_weight_aspect` (process, and a new track's prior as in the paper) is 4 %, 1.6 times the
     paper's, because detector boxes change width with gait and pose and a stiffer aspect lags
     behind them until the prediction no longer overlaps (docs/benchmarks.md, MOT15).
 
