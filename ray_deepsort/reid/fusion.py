@@ -17,6 +17,7 @@ from collections import Counter
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 logger = logging.getLogger(__name__)
 
@@ -112,13 +113,8 @@ def _without_norm(norm: nn.Module) -> nn.Module | None:
     return None
 
 
-@torch.no_grad()
 def _fold(conv: nn.Conv2d, norm: nn.Module) -> None:
-    scale = torch.rsqrt(norm.running_var + norm.eps)
-    shift = -norm.running_mean * scale
-    if norm.weight is not None:
-        scale = scale * norm.weight
-        shift = shift * norm.weight + norm.bias
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(norm.running_mean)
-    conv.weight.mul_(scale.view(-1, 1, 1, 1))
-    conv.bias = nn.Parameter(bias * scale + shift)
+    conv.weight, conv.bias = fuse_conv_bn_weights(
+        conv.weight, conv.bias, norm.running_mean, norm.running_var, norm.eps, norm.weight,
+        norm.bias,
+    )  # fmt: skip
