@@ -330,6 +330,7 @@ def main() -> None:
         deadline = time.monotonic() + 120
         while job.summary.frames < producer.published and time.monotonic() < deadline:
             time.sleep(0.5)
+        elapsed = time.monotonic() - started  # the run, not the shutdown below
         job.request_stop()
         runner.join(timeout=120)
         time.sleep(2.0)
@@ -337,7 +338,6 @@ def main() -> None:
         latency.join()
         ray.shutdown()
 
-    elapsed = time.monotonic() - started
     report = {
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs, {platform.python_version()}",
         "minutes": round(elapsed / 60, 2),

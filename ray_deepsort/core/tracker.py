@@ -114,7 +114,8 @@ class DeepSORTTracker:
     def reset(self) -> None:
         """Forget every track and start IDs again at 1."""
         self.tracks = TrackStore(
-            AppearanceGallery(self.gallery_budget, self.distance_metric, self.gallery_dtype)
+            AppearanceGallery(self.gallery_budget, self.distance_metric, self.gallery_dtype),
+            max_capacity=self.max_tracks,
         )
         self.frame_count = 0
         self.next_track_id = 1

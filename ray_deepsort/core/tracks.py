@@ -2,8 +2,9 @@
 
 Tracks live in slots; a deleted track frees its slot for a later one. `active()` lists live
 slots in creation order, which fixes the row order of every cost matrix (and so tie-breaking),
-making results reproducible and state round trips exact. The columns double when full and
-shrink again (`compact`) once most slots are free, so a crowd that has left does not pin memory.
+making results reproducible and state round trips exact. The columns double when full (up to
+`max_capacity`) and shrink again (`compact`) once most slots are free, so a crowd that has left
+does not pin memory.
 """
 
 from __future__ import annotations
@@ -29,8 +30,11 @@ _COLUMNS: dict[str, tuple[type, tuple[int, ...]]] = {
 class TrackStore:
     """Columns of track state (struct of arrays) plus each track's appearance gallery."""
 
-    def __init__(self, gallery: AppearanceGallery, capacity: int = 16) -> None:
+    def __init__(
+        self, gallery: AppearanceGallery, capacity: int = 16, max_capacity: int | None = None
+    ) -> None:
         self.gallery = gallery
+        self.max_capacity = max_capacity  # doubling stops here; more slots only when asked for
         self.alive = np.zeros(0, np.bool_)
         self.mean = np.zeros((0, 8))
         self.covariance = np.zeros((0, 8, 8))
@@ -41,7 +45,7 @@ class TrackStore:
         self.track_id = np.zeros(0, np.int64)  # public ID; -1 until confirmed
         self.birth = np.zeros(0, np.int64)  # creation counter: orders tracks deterministically
         self.class_id = np.zeros(0, np.int64)
-        self._grow(capacity)
+        self._grow(capacity if max_capacity is None else min(capacity, max_capacity))
 
     def __len__(self) -> int:
         return int(self.alive.sum())
@@ -92,7 +96,11 @@ class TrackStore:
         """Free slots for `count` new tracks (growing the columns when needed)."""
         free = np.flatnonzero(~self.alive)
         if len(free) < count:
-            self._grow(max(2 * len(self.alive), len(self.alive) + count - len(free)))
+            needed = len(self.alive) + count - len(free)
+            doubled = 2 * len(self.alive)
+            if self.max_capacity is not None:
+                doubled = min(doubled, self.max_capacity)
+            self._grow(max(doubled, needed))
             free = np.flatnonzero(~self.alive)
         slots = free[:count]
         self.alive[slots] = True

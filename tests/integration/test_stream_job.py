@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from stream_support import (
     Topics,
+    confirmed_ids,
     job_config,
     parquet_tracker_ids,
     read_topic,
@@ -40,10 +41,6 @@ def _synthetic(cameras: int, frames: int, **kwargs: Any) -> list[FrameMessage]:
 def _publish(broker: LocalBroker, topic: str, frames: list[FrameMessage]) -> None:
     with FramePublisher(broker.bootstrap_servers, topic) as publisher:
         publish(frames, publisher, partitions=PARTITIONS)
-
-
-def _confirmed(tracker_id: np.ndarray) -> dict[int, int]:
-    return {int(i): int(t) for i, t in enumerate(tracker_id) if t >= 0}
 
 
 def _check_results_topic(
@@ -98,14 +95,14 @@ def test_every_frame_once_and_same_ids_as_in_process(
     assert set(frame_counts) == set(expected) and set(frame_counts.values()) == {1}
     confirmed_total = 0
     for key, tracker_id in expected.items():
-        assert boxes.get(key, {}) == _confirmed(tracker_id), key
-        confirmed_total += len(_confirmed(tracker_id))
+        assert boxes.get(key, {}) == confirmed_ids(tracker_id), key
+        confirmed_total += len(confirmed_ids(tracker_id))
     assert confirmed_total > 1500  # the comparison is about real tracks, not empty frames
     messages = _check_results_topic(broker, topics.results, expected)
     assert len(messages) == 400  # a clean run sends each frame exactly once
     for message in messages:
         tracker_id = expected[(message["stream_id"], message["frame_index"])]
-        assert {t["detection_index"]: t["tracker_id"] for t in message["tracks"]} == _confirmed(
+        assert {t["detection_index"]: t["tracker_id"] for t in message["tracks"]} == confirmed_ids(
             tracker_id
         )
     assert not read_topic(broker.bootstrap_servers, topics.dead_letters, 0, timeout_s=0.5)
@@ -207,9 +204,9 @@ def test_dead_letters_and_real_cnn(
     expected = reference_tracker_ids(good, config.tracker.params(), load_reid_model(spec))
     frame_counts, boxes = parquet_tracker_ids(tmp_path / "out")
     assert set(frame_counts) == set(expected) and set(frame_counts.values()) == {1}
-    assert sum(len(_confirmed(t)) for t in expected.values()) > 150
+    assert sum(len(confirmed_ids(t)) for t in expected.values()) > 150
     for key, tracker_id in expected.items():
-        assert boxes.get(key, {}) == _confirmed(tracker_id), key
+        assert boxes.get(key, {}) == confirmed_ids(tracker_id), key
     _check_results_topic(broker, topics.results, expected)
 
 

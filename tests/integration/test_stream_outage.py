@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeoutError
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +122,7 @@ def test_job_survives_broker_restarts(
             )
             # Outage 2, while the job idles: longer than job.max_idle_s.
             _kill(broker)
-            with pytest.raises(TimeoutError):
+            with pytest.raises(FutureTimeoutError):  # the built-in one only from Python 3.11
                 running.result(timeout=SECOND_OUTAGE_S)
             broker = _restart(restartable_broker, topics)
             _publish(broker, topics, frames)  # everything again, and new frames

@@ -118,6 +118,7 @@ def test_other_errors_are_not_retried() -> None:
 
 def test_is_out_of_memory() -> None:
     assert is_out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory."))
+    assert is_out_of_memory(torch.OutOfMemoryError("Tried to allocate 2.00 GiB"))  # by type
     assert is_out_of_memory(RuntimeError("HIP out of memory"))
     assert not is_out_of_memory(RuntimeError("shape mismatch"))
     assert not is_out_of_memory(MemoryError())  # Python's own: not a forward pass to split

@@ -73,6 +73,9 @@ def test_backoff_forever_and_bad_settings() -> None:
 def test_retry_settings_are_checked(override: str) -> None:
     with pytest.raises(ConfigError):
         load_config(None, [override])
+
+
+def test_retry_backoff_cap_must_not_be_below_the_first_delay() -> None:
     with pytest.raises(ConfigError, match="retry_backoff_max_s"):
         load_config(None, ["job.retry_backoff_s=5", "job.retry_backoff_max_s=1"])
 

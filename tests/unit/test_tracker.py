@@ -337,6 +337,10 @@ def test_max_tracks_bounds_state_and_keeps_the_most_confident() -> None:
     out = tracker.update(d)
     assert len(tracker.tracks) == 3
     assert (out.tracker_id >= 0).tolist() == [False, True, False, True, True]
+    assert tracker.tracks.capacity == 3  # the store's doubling stops at max_tracks
+    roomy = DeepSORTTracker(max_tracks=20, minimum_consecutive_frames=1)
+    roomy.update(dets(np.stack([np.arange(17) * 100.0 + 50, np.full(17, 200.0)], axis=1)))
+    assert len(roomy.tracks) == 17 and roomy.tracks.capacity == 20
     with pytest.raises(ValueError, match="max_tracks"):
         DeepSORTTracker(max_tracks=0)
 
