@@ -7,7 +7,10 @@ language (Java's `java.util.zip.CRC32`, Go's `hash/crc32.ChecksumIEEE`).
 
 from __future__ import annotations
 
+import collections
 import zlib
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 
 def shard_of(stream_id: str, num_shards: int) -> int:
@@ -15,3 +18,14 @@ def shard_of(stream_id: str, num_shards: int) -> int:
     if num_shards < 1:
         raise ValueError(f"num_shards must be >= 1, got {num_shards}")
     return zlib.crc32(stream_id.encode("utf-8")) % num_shards
+
+
+def drop_streams(shards: Sequence[Any], stream_ids: Iterable[str]) -> int:
+    """Tell each tracker shard actor to forget the given streams it owns: one call per shard
+    that owns any. Returns how many streams were named."""
+    by_shard: dict[int, list[str]] = collections.defaultdict(list)
+    for stream_id in sorted(stream_ids):
+        by_shard[shard_of(stream_id, len(shards))].append(stream_id)
+    for shard, owned in by_shard.items():
+        shards[shard].drop_streams.remote(owned)
+    return sum(map(len, by_shard.values()))

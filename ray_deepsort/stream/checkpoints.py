@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ray_deepsort.pipeline.checkpoint import CheckpointStore, PartitionManifest
-from ray_deepsort.pipeline.sharding import shard_of
+from ray_deepsort.pipeline.sharding import drop_streams, shard_of
 
 if TYPE_CHECKING:
     from ray_deepsort.pipeline.actors import ActorPool
@@ -47,7 +47,9 @@ class ShardStates:
     """Every shard's tracker state at one point of the input (not yet written)."""
 
     state_refs: list[Any]  # one `state_dict` ObjectRef per shard
-    stream_positions: dict[str, tuple[Any, int]]  # stream -> (partition, last offset included)
+    # Per shard, the streams that moved since their last file -> (partition, last offset
+    # included): the ones its state holds and a write may need.
+    moved: list[dict[str, tuple[Any, int]]]
 
 
 @dataclass
@@ -211,7 +213,7 @@ class CheckpointCoordinator:
         """
         if self.store is None or batch_id % self.config.checkpoint.every_batches != 0:
             return None
-        return ShardStates(self._state_dict_refs(), dict(self.stream_position))
+        return self._capture()
 
     def batch_finished(
         self, seen_last: dict[Any, int], owned: set[Any], states: ShardStates | None
@@ -235,24 +237,25 @@ class CheckpointCoordinator:
         if self.store is None:
             return
         self.snapshot_due = _Snapshot(
-            states=ShardStates(self._state_dict_refs(), dict(self.stream_position)),
+            states=self._capture(),
             covered={tp: o for tp, o in self.covered.items() if tp in owned},
         )
 
-    def _state_dict_refs(self) -> list[Any]:
+    def _capture(self) -> ShardStates:
         """Every shard's state once the calls already sent to it have run, limited to the
         streams that moved since their last checkpoint file (the others would not be written,
         and copying every idle stream's galleries at each snapshot costs a fleet dearly)."""
-        moved: dict[int, list[str]] = {k: [] for k in range(len(self.pool.shards))}
+        moved: list[dict[str, tuple[Any, int]]] = [{} for _ in self.pool.shards]
         for stream_id, position in self.stream_position.items():
             if self.persisted.get(stream_id) != position:
-                moved[shard_of(stream_id, len(self.pool.shards))].append(stream_id)
-        return [
-            shard.state_dict.remote(incarnation, moved[k])
+                moved[shard_of(stream_id, len(self.pool.shards))][stream_id] = position
+        refs = [
+            shard.state_dict.remote(incarnation, list(moved[k]))
             for k, (shard, incarnation) in enumerate(
                 zip(self.pool.shards, self.pool.shard_incarnations, strict=True)
             )
         ]
+        return ShardStates(refs, moved)
 
     def write_snapshot(self) -> None:
         """Persist the latest snapshot; call it once every batch it covers is committed.
@@ -266,28 +269,31 @@ class CheckpointCoordinator:
         states = snapshot.states
         # Each shard writes its own streams' files from its snapshot (the states never travel
         # through the driver); only streams that moved since their last file are written.
-        due: dict[int, dict[str, tuple[str, int, int]]] = collections.defaultdict(dict)
-        for stream_id, position in states.stream_positions.items():
-            tp, offset = position
-            if self.persisted.get(stream_id) == position or tp not in snapshot.covered:
-                continue
-            if tp in self.manifests:
-                shard = shard_of(stream_id, len(self.pool.shards))
-                due[shard][stream_id] = (tp.topic, tp.partition, offset)
+        # A stream may have been written since the capture, by an earlier snapshot.
+        due = [
+            {
+                stream_id: (tp.topic, tp.partition, offset)
+                for stream_id, (tp, offset) in moved.items()
+                if self.persisted.get(stream_id) != (tp, offset)
+                and tp in snapshot.covered
+                and tp in self.manifests
+            }
+            for moved in states.moved
+        ]
         # Every shard gets the call, with or without streams to write: a shard that died
         # after the batch (its snapshot failed) raises here, even one that holds no stream
         # now; the offsets are committed and `StreamJob._recover_actors` rebuilds from the
         # last checkpoint.
         calls = [
-            shard.write_checkpoints.remote(state_ref, due.get(k, {}))
-            for k, (shard, state_ref) in enumerate(
-                zip(self.pool.shards, states.state_refs, strict=True)
+            shard.write_checkpoints.remote(state_ref, shard_due)
+            for shard, state_ref, shard_due in zip(
+                self.pool.shards, states.state_refs, due, strict=True
             )
         ]
         written: dict[Any, dict[str, str]] = collections.defaultdict(dict)
-        for names in self._get(calls):
+        for moved, names in zip(states.moved, self._get(calls), strict=True):
             for stream_id, name in names.items():
-                tp, offset = states.stream_positions[stream_id]
+                tp, offset = moved[stream_id]
                 written[tp][stream_id] = name
                 self.persisted[stream_id] = (tp, offset)
         for tp, covered in snapshot.covered.items():
@@ -318,16 +324,14 @@ class CheckpointCoordinator:
         if unsaved and all_committed:
             self.snapshot_now(owned)  # everything is committed: persist their last state now
             self.write_snapshot()
-        by_shard: dict[int, list[str]] = collections.defaultdict(list)
+        evicted: list[str] = []
         for stream_id in idle:
             position = self.stream_position[stream_id]
             if self.persisted.get(stream_id) != position:
                 continue  # its last frames are not in a file yet: try again later
-            by_shard[shard_of(stream_id, len(self.pool.shards))].append(stream_id)
+            evicted.append(stream_id)
             self.on_disk[stream_id] = position[0]
             del self.last_seen[stream_id]
-        for shard, stream_ids in by_shard.items():
-            self.pool.shards[shard].drop_streams.remote(stream_ids)
-            self.summary.streams_evicted += len(stream_ids)
-        if by_shard:
-            logger.info("evicted %d idle stream(s)", sum(map(len, by_shard.values())))
+        if evicted:
+            self.summary.streams_evicted += drop_streams(self.pool.shards, evicted)
+            logger.info("evicted %d idle stream(s)", len(evicted))

@@ -41,7 +41,7 @@ from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 
 from ray_deepsort.pipeline.embedder import ModelSpec, forward_batch_size
 from ray_deepsort.pipeline.parquet import ParquetResultWriter, batch_file_stem
-from ray_deepsort.pipeline.sharding import shard_of
+from ray_deepsort.pipeline.sharding import drop_streams, shard_of
 from ray_deepsort.pipeline.types import (
     EmbedItem,
     FrameResult,
@@ -437,11 +437,8 @@ class StreamJob:
         for tp in lost:
             self.next_offset.pop(tp, None)
             self.pending_commit.pop(tp, None)
-            streams = self.partition_streams.pop(tp, set())
-            if streams:
-                for actor in self.pool.shards:
-                    actor.drop_streams.remote(sorted(streams))
-                dropped |= streams
+            dropped |= self.partition_streams.pop(tp, set())
+        drop_streams(self.pool.shards, dropped)
         self.checkpoint.forget(lost, dropped)
 
     def _assign_partitions(self, gained: set[Any]) -> set[Any]:
@@ -452,13 +449,11 @@ class StreamJob:
             self.first_assignment_at = time.monotonic()
         for tp in sorted(gained, key=lambda t: (t.topic, t.partition)):
             committed = self.consumer.committed(tp)
-            ours = self.committed.get(tp)
-            if ours is not None and (committed is None or committed < ours):
-                self._broker_lost_offsets(tp, committed, ours)
+            ours = self._broker_lost_offsets(tp, committed)
+            if ours is not None:
                 committed = ours  # keep this job's output and state at and above it
                 self.consumer.seek(tp, ours)
                 self.next_offset[tp] = ours  # re-published records below it are skipped
-                self.pending_commit[tp] = ours  # and the broker gets the offset back
             start = self._reset_position(tp) if committed is None else int(committed)
             removed = self.writer.remove_uncommitted(tp.topic, tp.partition, start)
             if removed:
@@ -946,13 +941,18 @@ class StreamJob:
             return False
         return True
 
-    def _broker_lost_offsets(self, tp: Any, broker_offset: int | None, ours: int) -> None:
-        """The broker's committed offset went back behind this job's own commit.
+    def _broker_lost_offsets(self, tp: Any, broker_offset: int | None) -> int | None:
+        """This job's own committed offset of `tp` if the broker's went back behind it (the
+        offset is then queued to be committed again), else None.
 
         While the job runs, no one else can move a committed offset backwards (resetting a
         group's offsets needs an empty group), so the broker lost its state: restarted without
         persistent storage (like the bundled test broker) or restored from an older copy.
         """
+        ours = self.committed.get(tp)
+        if ours is None or (broker_offset is not None and broker_offset >= ours):
+            return None
+        self.pending_commit.setdefault(tp, ours)  # the broker gets the offset back
         self.summary.broker_resets += 1
         logger.error(
             "%s: the broker's committed offset is %s but this job committed %d: the broker "
@@ -967,6 +967,7 @@ class StreamJob:
             ours,
             ours,
         )
+        return ours
 
     # ------------------------------------------------------------------ rebalances
     def _hand_off(self) -> dict[Any, int]:
@@ -1002,12 +1003,8 @@ class StreamJob:
         the handoff commit failed, and far behind when the broker lost its offsets.
         """
         for tp in sorted(partitions, key=lambda t: (t.topic, t.partition)):
-            ours = self.committed.get(tp)
-            if ours is not None:
-                broker_offset = self.consumer.committed(tp)
-                if broker_offset is None or broker_offset < ours:
-                    self._broker_lost_offsets(tp, broker_offset, ours)
-                    self.pending_commit.setdefault(tp, ours)
+            if tp in self.committed:  # else there is nothing of ours to compare with
+                self._broker_lost_offsets(tp, self.consumer.committed(tp))
             position = self.next_offset.get(tp)
             if position is not None:
                 self.consumer.seek(tp, position)
