@@ -130,3 +130,14 @@ def crop_boxes(
         sampling_ratio=-1,
         aligned=True,
     )
+
+
+def stretch_boxes(xyxy: np.ndarray) -> np.ndarray:
+    """The boxes as they are, for crops resized to the input size whatever their aspect.
+
+    Inverted or zero-size boxes become `MIN_CROP_HEIGHT` wide and tall at their centre.
+    """
+    boxes = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
+    centre = 0.5 * (boxes[:, :2] + boxes[:, 2:])
+    half = 0.5 * np.maximum(boxes[:, 2:] - boxes[:, :2], MIN_CROP_HEIGHT)
+    return np.concatenate([centre - half, centre + half], axis=1)

