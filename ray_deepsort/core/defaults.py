@@ -19,6 +19,7 @@ class DefaultFloat(float):
 
 
 DEFAULT_APPEARANCE_THRESHOLD = DefaultFloat(0.7)
+DEFAULT_APPEARANCE_WEIGHT = DefaultFloat(0.5)
 
 
 def is_default(value: object) -> bool:
@@ -26,9 +27,10 @@ def is_default(value: object) -> bool:
     return isinstance(value, DefaultFloat)
 
 
-def resolve_appearance_threshold(value: float, recommended: float | None) -> float:
-    """The appearance gate to use: the model's `recommended` one when `value` was left at its
-    default, else `value`. An explicit setting always wins. Returns a plain float."""
+def resolve_default(value: float, recommended: float | None) -> float:
+    """The setting to use (appearance gate or weight): the model's `recommended` one when
+    `value` was left at its default, else `value`. An explicit setting always wins. Returns a
+    plain float."""
     if is_default(value) and recommended is not None:
         return float(recommended)
     return float(value)

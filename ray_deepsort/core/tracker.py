@@ -2,16 +2,31 @@
 
 One `update()` per frame: predict every track, match confirmed tracks to detections through the
 matching cascade (appearance + Mahalanobis cost, both gated), match what is left by IoU, correct
-matched tracks, age out missed ones, start tentative tracks from confident unmatched detections.
+matched tracks (confirming those with enough hits), age out missed ones, start tentative tracks
+from confident unmatched detections.
+
+Long-term re-identification: a confirmed track missed for more than `max_age` frames leaves the
+cascade (its predicted box has long stopped meaning anything) but, if it has appearance features,
+stays "long-lost" for `reid_window_seconds`. A tentative track about to be confirmed takes a
+long-lost track's place (ID and gallery) if the two are mutual nearest neighbours in appearance,
+within the gate, and it is near enough to where the lost one was last seen. A person hidden for
+seconds behind a pillar thereby keeps their ID, the cascade still prefers recently seen tracks,
+and a one-frame false detection cannot wake a lost track (it is never confirmed).
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
 from ray_deepsort.core.boxes import iou_matrix, valid_box_mask, xyah_to_xyxy, xyxy_to_xyah
+from ray_deepsort.core.defaults import (
+    DEFAULT_APPEARANCE_THRESHOLD,
+    DEFAULT_APPEARANCE_WEIGHT,
+    is_default,
+    resolve_default,
+)
 from ray_deepsort.core.detections import to_native, with_tracker_ids
 from ray_deepsort.core.kalman_filter import CHI2_95_2DOF, CHI2_95_4DOF, KalmanFilter
 from ray_deepsort.core.linear_assignment import matching_cascade, min_cost_matching
@@ -23,7 +38,10 @@ from ray_deepsort.core.nn_matching import (
 )
 from ray_deepsort.core.tracks import TrackStore
 
-STATE_FORMAT_VERSION = 1
+# 2: `last_xyah` column and the effective `appearance_threshold`; version 1 still loads.
+STATE_FORMAT_VERSION = 2
+
+ThresholdSource = Literal["model", "default", "explicit"]
 
 
 class Embedder(Protocol):
@@ -43,9 +61,15 @@ class DeepSORTTracker:
         track_activation_threshold: minimum confidence for a detection to start a track.
         minimum_consecutive_frames: consecutive hits before a track is confirmed and gets an ID.
         minimum_iou_threshold: minimum IoU for the IoU stage (new and just-missed tracks).
-        appearance_threshold: largest appearance distance accepted in the cascade (gate).
+        appearance_threshold: largest appearance distance accepted in the cascade and for
+            re-identification (gate). Left at its default (0.7), the gate a ReID model recommends
+            (`reid_model.spec.appearance_threshold`, when not None) is used instead: gates do not
+            carry over between embedding models. The effective value is `self.
+            appearance_threshold`, and `self.appearance_threshold_source` says where it came
+            from: "explicit" (passed by the caller), "model" or "default".
         appearance_weight: weight of appearance vs. overlap (1 - IoU) in the cascade cost; 0
-            makes the cascade motion-only.
+            makes the cascade motion-only. Left at its default (0.5), a ReID model's
+            recommended weight (`reid_model.spec.appearance_weight`) is used instead.
         distance_metric: "cosine" or "euclidean" (between unit-length embeddings).
         gallery_budget: features kept per track for nearest-neighbour matching (paper: 100).
         gallery_dtype: "float32", or "float16" to halve gallery memory (distances stay float32).
@@ -58,6 +82,18 @@ class DeepSORTTracker:
         gating_threshold: squared Mahalanobis gate; None = χ²₀.₉₅ for the gated dimensions
             (5.9915 for the centre, 9.4877 for all four).
         class_agnostic: when False (default), tracks never match detections of another class.
+        reid_window_seconds: how long a confirmed track missed for more than `max_age` frames
+            stays re-identifiable by appearance alone ("long-lost"); in seconds, so it means the
+            same at every frame rate. 0 disables it. Tracks that never had an embedding, and
+            every track when `appearance_weight` is 0, are deleted after max_age as before.
+        max_lost_tracks: most long-lost tracks kept (bounded memory and matching work); beyond
+            it, and when `max_tracks` leaves no room for a new track, those lost longest go
+            first. Long-lost tracks count against `max_tracks`.
+        reid_max_speed: plausibility bound of re-identification, in box heights per second: a
+            confirming track may take a long-lost one's place only if its centre lies within
+            `h * (1 + reid_max_speed * seconds_lost)` of the track's last observed box centre
+            (h: that box's height). The default, one height per second, is a brisk walk for a
+            person; the last observation is used because the filter's velocity drifts unseen.
     """
 
     def __init__(
@@ -69,8 +105,8 @@ class DeepSORTTracker:
         track_activation_threshold: float = 0.25,
         minimum_consecutive_frames: int = 3,
         minimum_iou_threshold: float = 0.3,
-        appearance_threshold: float = 0.7,
-        appearance_weight: float = 0.5,
+        appearance_threshold: float = DEFAULT_APPEARANCE_THRESHOLD,
+        appearance_weight: float = DEFAULT_APPEARANCE_WEIGHT,
         distance_metric: DistanceMetric = "cosine",
         *,
         gallery_budget: int = 100,
@@ -79,13 +115,25 @@ class DeepSORTTracker:
         gate_position_only: bool = True,
         gating_threshold: float | None = None,
         class_agnostic: bool = False,
+        reid_window_seconds: float = 10.0,
+        max_lost_tracks: int = 100,
+        reid_max_speed: float = 1.0,
     ) -> None:
         _check_range("lost_track_buffer", lost_track_buffer, 0, None)
         _check_range("frame_rate", frame_rate, 1e-9, None)
         _check_range("minimum_consecutive_frames", minimum_consecutive_frames, 1, None)
         _check_range("minimum_iou_threshold", minimum_iou_threshold, 0.0, 1.0)
+        spec = getattr(reid_model, "spec", None)
+        recommended = getattr(spec, "appearance_threshold", None)
+        threshold = resolve_default(appearance_threshold, recommended)
+        appearance_weight = resolve_default(
+            appearance_weight, getattr(spec, "appearance_weight", None)
+        )
         _check_range("appearance_weight", appearance_weight, 0.0, 1.0)
-        _check_range("appearance_threshold", appearance_threshold, 0.0, None)
+        _check_range("appearance_threshold", threshold, 0.0, None)
+        _check_range("reid_window_seconds", reid_window_seconds, 0.0, None)
+        _check_range("max_lost_tracks", max_lost_tracks, 0, None)
+        _check_range("reid_max_speed", reid_max_speed, 0.0, None)
         if gating_threshold is None:
             gating_threshold = CHI2_95_2DOF if gate_position_only else CHI2_95_4DOF
         _check_range("gating_threshold", gating_threshold, 1e-9, None)
@@ -99,7 +147,14 @@ class DeepSORTTracker:
         self.track_activation_threshold = track_activation_threshold
         self.minimum_consecutive_frames = minimum_consecutive_frames
         self.minimum_iou_threshold = minimum_iou_threshold
-        self.appearance_threshold = appearance_threshold
+        self.appearance_threshold = threshold
+        self.appearance_threshold_source: ThresholdSource = (
+            "explicit"
+            if not is_default(appearance_threshold)
+            else "model"
+            if recommended is not None
+            else "default"
+        )
         self.appearance_weight = appearance_weight
         self.distance_metric = distance_metric
         self.gallery_budget = gallery_budget
@@ -108,6 +163,9 @@ class DeepSORTTracker:
         self.gate_position_only = gate_position_only
         self.gating_threshold = gating_threshold
         self.class_agnostic = class_agnostic
+        self.reid_window_seconds = float(reid_window_seconds)
+        self.max_lost_tracks = max_lost_tracks
+        self.reid_max_speed = float(reid_max_speed)
         self.kalman_filter = KalmanFilter(frame_rate=self.frame_rate)
         self.reset()
 
@@ -183,25 +241,30 @@ class DeepSORTTracker:
         det_features = None if features is None else features[det_index]
         det_has_feature = has_feature[det_index]
 
-        # Predict. Gaps longer than max_age delete every track anyway, so cap the work.
+        # Long-lost tracks (missed for more than max_age frames at the end of the last frame) are
+        # neither predicted nor in the cascade: re-identification re-initiates them. Tracks a gap
+        # takes past max_age leave the cascade after this frame, so cap the prediction work.
         slots = store.active()
-        store.mean[slots], store.covariance[slots] = self.kalman_filter.predict(
-            store.mean[slots], store.covariance[slots], min(steps, self.max_age + 1)
+        long_lost = self._is_long_lost(slots)
+        tracked = slots[~long_lost]
+        store.mean[tracked], store.covariance[tracked] = self.kalman_filter.predict(
+            store.mean[tracked], store.covariance[tracked], min(steps, self.max_age + 1)
         )
         store.age[slots] += steps
         store.time_since_update[slots] += steps
 
         matched, free = self._associate(
-            slots, steps, det_xyah, detections.xyxy[det_index], det_class, det_features,
+            tracked, steps, det_xyah, detections.xyxy[det_index], det_class, det_features,
             det_has_feature,
         )  # fmt: skip
-
-        self._apply_matches(matched[:, 0], matched[:, 1], det_xyah, det_features, det_has_feature)
+        merged_from, merged_into = self._apply_matches(
+            matched[:, 0], matched[:, 1], det_xyah, det_features, det_has_feature
+        )
+        matched[:, 0] = _remapped(matched[:, 0], merged_from, merged_into)
         is_matched = np.zeros(len(store.alive), np.bool_)
         is_matched[matched[:, 0]] = True
         unmatched = slots[~is_matched[slots]]
-        lost = (~store.confirmed[unmatched]) | (store.time_since_update[unmatched] > self.max_age)
-        store.delete(unmatched[lost])
+        self._age_out(unmatched[store.alive[unmatched]])
         new_slots, new_rows = self._start_tracks(
             free, det_xyah, det_class, det_conf, det_features, det_has_feature
         )
@@ -246,6 +309,100 @@ class DeepSORTTracker:
             ]
         )
         return matches, free[still_free]
+
+    @property
+    def reid_enabled(self) -> bool:
+        """Whether missed confirmed tracks outlive `max_age` as long-lost (see the class doc)."""
+        return (
+            self.reid_window_seconds > 0 and self.appearance_weight > 0 and self.max_lost_tracks > 0
+        )
+
+    def _is_long_lost(self, slots: np.ndarray) -> np.ndarray:
+        """Which `slots` are long-lost: confirmed and missed for more than max_age frames.
+
+        Between frames only long-lost tracks can be in that state: every other one was deleted.
+        """
+        store = self.tracks
+        return store.confirmed[slots] & (store.time_since_update[slots] > self.max_age)
+
+    def _reidentify(self, ready: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Which confirming tracks are long-lost ones come back: (ready slots, lost slots).
+
+        A tentative track about to be confirmed is compared, through every feature it has
+        gathered, with each long-lost track's gallery. A pair needs the same class (unless
+        class-agnostic), appearance distance within the gate, the new track within reach of the
+        lost one's last observed box (`reid_max_speed`), and the two to be mutual nearest
+        neighbours in appearance among all long-lost and all confirming tracks, whatever the
+        other gates say: weak features then cannot hand an ID to a stranger who merely looks
+        alike. Waiting for confirmation keeps one-frame false detections from waking lost tracks.
+        """
+        none = np.zeros(0, np.int64)
+        store = self.tracks
+        if not self.reid_enabled or len(ready) == 0:
+            return none, none
+        lost = self._lost_slots()
+        ready = ready[store.gallery.count[ready] > 0]
+        if len(lost) == 0 or len(ready) == 0:
+            return none, none
+        gathered = store.gallery.export(ready)
+        counts = gathered["gallery_count"]
+        per_feature = _nan_to_inf(store.gallery.distance(lost, gathered["gallery_features"]))
+        appearance = np.minimum.reduceat(per_feature, np.cumsum(counts) - counts, axis=1)
+        last, now = store.last_xyah[lost], store.last_xyah[ready]
+        reach = last[:, 3] * (
+            1.0 + self.reid_max_speed * store.time_since_update[lost] / self.frame_rate
+        )
+        offset = np.hypot(now[None, :, 0] - last[:, None, 0], now[None, :, 1] - last[:, None, 1])
+        allowed = (offset <= reach[:, None]) & (appearance <= self.appearance_threshold)
+        if not self.class_agnostic:
+            allowed &= store.class_id[lost][:, None] == store.class_id[ready][None, :]
+        allowed &= appearance <= appearance.min(axis=0, keepdims=True)
+        allowed &= appearance <= appearance.min(axis=1, keepdims=True)
+        matches, _, _ = min_cost_matching(np.where(allowed, appearance, np.inf))
+        return ready[matches[:, 1]], lost[matches[:, 0]]
+
+    def _merge(self, found: np.ndarray, lost: np.ndarray) -> None:
+        """Long-lost tracks take over the state and features of the tracks that found them."""
+        store = self.tracks
+        store.mean[lost], store.covariance[lost] = store.mean[found], store.covariance[found]
+        store.last_xyah[lost] = store.last_xyah[found]
+        store.time_since_update[lost] = 0
+        store.hits[lost] += store.hits[found]
+        gathered = store.gallery.export(found)
+        counts = gathered["gallery_count"]
+        starts = np.cumsum(counts) - counts
+        for k in range(int(counts.max(initial=0))):  # at most minimum_consecutive_frames rounds
+            has = counts > k
+            store.gallery.add(lost[has], gathered["gallery_features"][starts[has] + k])
+        store.delete(found)
+
+    def _age_out(self, unmatched: np.ndarray) -> None:
+        """Delete missed tentative tracks and expired confirmed ones; bound the long-lost.
+
+        A confirmed track missed for more than max_age frames stays (long-lost) only while
+        re-identification is on, it has an embedding to be found by, and the window is open.
+        """
+        store = self.tracks
+        since = store.time_since_update[unmatched]
+        expired = since > self.max_age
+        if self.reid_enabled:
+            expired &= (since / self.frame_rate > self.reid_window_seconds) | (
+                store.gallery.count[unmatched] == 0
+            )
+        store.delete(unmatched[~store.confirmed[unmatched] | expired])
+        self._evict_lost(len(self._lost_slots()) - self.max_lost_tracks)
+
+    def _lost_slots(self) -> np.ndarray:
+        slots = self.tracks.active()
+        return slots[self._is_long_lost(slots)]
+
+    def _evict_lost(self, count: int) -> None:
+        """Delete up to `count` long-lost tracks, those lost longest first (ties: oldest)."""
+        if count <= 0:
+            return
+        lost = self._lost_slots()  # creation order, so the stable sort breaks ties by age
+        order = np.argsort(-self.tracks.time_since_update[lost], kind="stable")
+        self.tracks.delete(lost[order[:count]])
 
     def _features(
         self,
@@ -362,28 +519,38 @@ class DeepSORTTracker:
         det_xyah: np.ndarray,
         det_features: np.ndarray | None,
         det_has_feature: np.ndarray,
-    ) -> None:
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Correct matched tracks; confirm those with enough hits (see `_confirm`)."""
         store = self.tracks
         store.mean[slots], store.covariance[slots] = self.kalman_filter.update(
             store.mean[slots], store.covariance[slots], det_xyah[rows]
         )
         store.hits[slots] += 1
         store.time_since_update[slots] = 0
+        store.last_xyah[slots] = det_xyah[rows]
         if det_features is not None:
             with_feature = det_has_feature[rows]
             store.gallery.add(slots[with_feature], det_features[rows[with_feature]])
         ready = slots[
             ~store.confirmed[slots] & (store.hits[slots] >= self.minimum_consecutive_frames)
         ]
-        self._confirm(ready)
+        return self._confirm(ready)
 
-    def _confirm(self, slots: np.ndarray) -> None:
-        """Mark tracks confirmed and hand out public IDs in creation order."""
+    def _confirm(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Confirm tentative tracks: re-identified ones merge into their long-lost track (and
+        keep its ID), the others get public IDs in creation order.
+
+        Returns (merged slots, the long-lost slots they merged into): the former are deleted.
+        """
         store = self.tracks
+        found, lost = self._reidentify(slots)
+        self._merge(found, lost)
+        slots = slots[~np.isin(slots, found)]
         slots = slots[np.argsort(store.birth[slots], kind="stable")]
         store.confirmed[slots] = True
         store.track_id[slots] = self.next_track_id + np.arange(len(slots))
         self.next_track_id += len(slots)
+        return found, lost
 
     def _start_tracks(
         self,
@@ -397,6 +564,9 @@ class DeepSORTTracker:
         rows = free_rows[det_conf[free_rows] >= self.track_activation_threshold]
         store = self.tracks
         room = self.max_tracks - len(store)
+        if len(rows) > room:  # a person in view is worth more than a long-lost track
+            self._evict_lost(len(rows) - room)
+            room = self.max_tracks - len(store)
         if len(rows) > room:  # keep the most confident (stable: ties in detection order)
             rows = np.sort(rows[np.argsort(-det_conf[rows], kind="stable")[: max(room, 0)]])
         slots = store.allocate(len(rows))
@@ -408,12 +578,13 @@ class DeepSORTTracker:
         store.track_id[slots] = -1
         store.birth[slots] = self.next_birth + np.arange(len(rows))
         store.class_id[slots] = det_class[rows]
+        store.last_xyah[slots] = det_xyah[rows]
         self.next_birth += len(rows)
         if det_features is not None:
             with_feature = det_has_feature[rows]
             store.gallery.add(slots[with_feature], det_features[rows[with_feature]])
         if self.minimum_consecutive_frames <= 1:
-            self._confirm(slots)
+            slots = _remapped(slots, *self._confirm(slots))
         return slots, rows
 
     # ------------------------------------------------------------------ state
@@ -427,6 +598,7 @@ class DeepSORTTracker:
         state = {
             "format_version": np.asarray(STATE_FORMAT_VERSION, np.int64),
             "gallery_budget": np.asarray(self.gallery_budget, np.int64),
+            "appearance_threshold": np.asarray(self.appearance_threshold, np.float64),
             "frame_count": np.asarray(self.frame_count, np.int64),
             "next_track_id": np.asarray(self.next_track_id, np.int64),
             "next_birth": np.asarray(self.next_birth, np.int64),
@@ -441,10 +613,17 @@ class DeepSORTTracker:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore `state_dict()` output; later updates then match the original tracker's."""
+        """Restore `state_dict()` output; later updates then match the original tracker's.
+
+        The saved appearance gate replaces this tracker's unless the caller set it explicitly.
+        Version-1 states (before long-term re-identification) load with each track's last
+        observed box taken from its filter mean.
+        """
         version = int(state.get("format_version", -1))
-        if version != STATE_FORMAT_VERSION:
+        if version not in (1, STATE_FORMAT_VERSION):
             raise ValueError(f"unsupported tracker state format {version}")
+        if version == 1:
+            state = {**state, "last_xyah": np.asarray(state["mean"], np.float64)[:, :4]}
         if int(state["gallery_budget"]) != self.gallery_budget:
             raise ValueError(
                 f"state was saved with gallery_budget={int(state['gallery_budget'])}, "
@@ -452,6 +631,8 @@ class DeepSORTTracker:
             )
         self.reset()
         self.tracks.restore(state)
+        if self.appearance_threshold_source != "explicit" and "appearance_threshold" in state:
+            self.appearance_threshold = float(state["appearance_threshold"])
         self.frame_count = int(state["frame_count"])
         self.next_track_id = int(state["next_track_id"])
         self.next_birth = int(state["next_birth"])
@@ -459,6 +640,15 @@ class DeepSORTTracker:
         self.last_frame_index = None if last_index < 0 else last_index
         last_timestamp = float(state["last_timestamp"])
         self.last_timestamp = None if np.isnan(last_timestamp) else last_timestamp
+
+
+def _remapped(slots: np.ndarray, old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """`slots` with each entry of `old` replaced by the matching entry of `new`."""
+    if len(old) == 0:
+        return slots
+    order = np.argsort(old)
+    at = np.minimum(np.searchsorted(old[order], slots), len(old) - 1)
+    return np.where(old[order][at] == slots, new[order][at], slots)
 
 
 def _nan_to_inf(values: np.ndarray) -> np.ndarray:

@@ -24,6 +24,7 @@ _COLUMNS: dict[str, tuple[type, tuple[int, ...]]] = {
     "track_id": (np.int64, ()),
     "birth": (np.int64, ()),
     "class_id": (np.int64, ()),
+    "last_xyah": (np.float64, (4,)),
 }
 
 
@@ -45,6 +46,9 @@ class TrackStore:
         self.track_id = np.zeros(0, np.int64)  # public ID; -1 until confirmed
         self.birth = np.zeros(0, np.int64)  # creation counter: orders tracks deterministically
         self.class_id = np.zeros(0, np.int64)
+        # Last observed box (cx, cy, a, h): where a long-lost track may reappear is bounded from
+        # what was seen, not from a Kalman prediction whose velocity drifts while nothing is.
+        self.last_xyah = np.zeros((0, 4))
         self._grow(capacity if max_capacity is None else min(capacity, max_capacity))
 
     def __len__(self) -> int:

@@ -15,15 +15,17 @@ from ray_deepsort.core import (
     DefaultFloat,
     Detections,
     is_default,
-    resolve_appearance_threshold,
+    resolve_default,
 )
+from ray_deepsort.core.defaults import DEFAULT_APPEARANCE_WEIGHT
 
 
 class GatedModel:
-    """A ReID stand-in that recommends a gate, as `ReIDModel.spec.appearance_threshold` does."""
+    """A ReID stand-in that recommends a gate (and optionally a cascade weight), as
+    `ReIDModel.spec.appearance_threshold` and `.appearance_weight` do."""
 
-    def __init__(self, gate: float | None) -> None:
-        self.spec = SimpleNamespace(appearance_threshold=gate)
+    def __init__(self, gate: float | None, weight: float | None = None) -> None:
+        self.spec = SimpleNamespace(appearance_threshold=gate, appearance_weight=weight)
 
     def embed(self, frame: np.ndarray, xyxy: np.ndarray) -> np.ndarray:
         return np.ones((len(xyxy), 4), np.float32)
@@ -46,6 +48,35 @@ def test_model_gate_replaces_the_default_only() -> None:
         assert tracker.appearance_threshold == 0.7, model
         assert tracker.appearance_threshold_source == "default", model
         assert not is_default(tracker.appearance_threshold)
+
+
+def test_model_weight_replaces_the_default_weight_only() -> None:
+    default = inspect.signature(DeepSORTTracker).parameters["appearance_weight"].default
+    assert default is DEFAULT_APPEARANCE_WEIGHT and default == 0.5 and is_default(default)
+    by_model = DeepSORTTracker(reid_model=GatedModel(None, weight=0.75))
+    assert by_model.appearance_weight == 0.75 and type(by_model.appearance_weight) is float
+    assert by_model.appearance_threshold == 0.7  # the weight alone does not move the gate
+    explicit = DeepSORTTracker(reid_model=GatedModel(None, weight=0.75), appearance_weight=0.5)
+    assert explicit.appearance_weight == 0.5
+    for model in (None, GatedModel(0.3), SimpleNamespace(embed=None)):
+        tracker = DeepSORTTracker(reid_model=model)
+        assert tracker.appearance_weight == 0.5, model
+        assert not is_default(tracker.appearance_weight)
+    with pytest.raises(ValueError, match="appearance_weight"):
+        DeepSORTTracker(reid_model=GatedModel(None, weight=1.5))
+
+
+def test_the_resolved_weight_is_the_one_tracking_uses() -> None:
+    """A model recommending weight 0 makes tracking motion-only (no embedding, no long-term
+    re-identification) unless the caller sets a weight."""
+    frame = np.zeros((480, 640, 3), np.uint8)
+    motion_only = DeepSORTTracker(reid_model=GatedModel(None, weight=0.0))
+    explicit = DeepSORTTracker(reid_model=GatedModel(None, weight=0.0), appearance_weight=0.5)
+    assert not motion_only.reid_enabled and explicit.reid_enabled
+    for tracker in (motion_only, explicit):
+        tracker.update(_box(100), frame=frame)
+    assert motion_only.tracks.gallery.count.sum() == 0
+    assert explicit.tracks.gallery.count.sum() == 1
 
 
 def test_the_resolved_gate_is_the_one_matching_uses() -> None:
@@ -84,12 +115,12 @@ def test_default_marker_is_a_float_that_survives_copies() -> None:
     assert DeepSORTTracker(GatedModel(0.3), appearance_threshold=copied).appearance_threshold == 0.3
 
 
-def test_resolve_appearance_threshold_for_callers_without_a_model() -> None:
-    assert resolve_appearance_threshold(DEFAULT_APPEARANCE_THRESHOLD, 0.3) == 0.3
-    assert resolve_appearance_threshold(DEFAULT_APPEARANCE_THRESHOLD, None) == 0.7
-    assert resolve_appearance_threshold(0.7, 0.3) == 0.7
-    assert resolve_appearance_threshold(DefaultFloat(0.5), 0.3) == 0.3
-    assert type(resolve_appearance_threshold(DEFAULT_APPEARANCE_THRESHOLD, None)) is float
+def test_resolve_default_for_callers_without_a_model() -> None:
+    assert resolve_default(DEFAULT_APPEARANCE_THRESHOLD, 0.3) == 0.3
+    assert resolve_default(DEFAULT_APPEARANCE_THRESHOLD, None) == 0.7
+    assert resolve_default(0.7, 0.3) == 0.7
+    assert resolve_default(DefaultFloat(0.5), 0.3) == 0.3
+    assert type(resolve_default(DEFAULT_APPEARANCE_THRESHOLD, None)) is float
 
 
 def test_saved_gate_is_restored_unless_set_explicitly() -> None:

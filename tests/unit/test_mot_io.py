@@ -146,4 +146,4 @@ def test_real_mot15_sequence() -> None:
     assert not gt.has_classes and gt.scored.all() and len(np.unique(gt.track_id)) == 8
     first = next(seq.frames())
     assert first[0] == 1 and first[1].shape == (480, 640, 3)
-    assert MotSequence(MOT15 / "KITTI-17").frame_source is None
+    assert MotSequence(MOT15 / "KITTI-13").frame_source is None  # no images, no MP4

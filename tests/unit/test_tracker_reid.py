@@ -1,4 +1,11 @@
-"""Long-term re-identification: confirmed tracks lost beyond max_age come back by appearance."""
+"""Long-term re-identification: confirmed tracks lost beyond max_age come back by appearance.
+
+A returning person starts a tentative track like anyone else; when it is confirmed
+(`minimum_consecutive_frames` hits, default 3) it is compared with the long-lost tracks and, if
+re-identified, merged into one of them and keeps its old ID from the confirming frame on.
+"""
+
+import copy
 
 import numpy as np
 import pytest
@@ -8,6 +15,7 @@ from ray_deepsort.core.boxes import xyxy_to_xyah
 
 E = np.eye(4, 8, dtype=np.float32)  # one-hot "people": distance 1 between any two
 HEIGHT = 100.0
+NO_MATCH = (np.zeros(0, np.int64), np.zeros(0, np.int64))
 
 
 def dets(centres, class_id=0) -> Detections:
@@ -36,7 +44,25 @@ def seen_then_hidden(tracker: DeepSORTTracker, hidden: int, feature=E[0]) -> np.
 
 
 def back(tracker: DeepSORTTracker, centre, feature=E[0]) -> int:
+    """One frame with one detection; its tracker ID."""
     return int(tracker.update(dets([centre]), embeddings=np.asarray(feature)[None]).tracker_id[0])
+
+
+def walk_in(tracker, centres, features, frames=3, step=(3.0, 0.0), class_id=0) -> list[list[int]]:
+    """People walking `frames` frames (`step` px per frame) to end at `centres` on the last frame,
+    the one that confirms them by default; the tracker IDs of every frame."""
+    centres = np.asarray(centres, np.float64).reshape(-1, 2)
+    features = np.asarray(features, np.float32).reshape(len(centres), -1)
+    ids = []
+    for k in range(frames - 1, -1, -1):
+        at = centres - k * np.asarray(step, np.float64)
+        ids.append(tracker.update(dets(at, class_id), embeddings=features).tracker_id.tolist())
+    return ids
+
+
+def come_back(tracker, centre, feature=E[0], frames=3, step=(3.0, 0.0), class_id=0) -> list[int]:
+    """One person walking in for `frames` frames, ending at `centre`; their ID on each frame."""
+    return [i[0] for i in walk_in(tracker, [centre], [feature], frames, step, class_id)]
 
 
 def long_lost_ids(tracker: DeepSORTTracker) -> list[int]:
@@ -49,71 +75,166 @@ def test_person_hidden_past_max_age_comes_back_with_the_same_id() -> None:
     tracker = DeepSORTTracker()  # max_age 30 frames, window 10 s
     last = seen_then_hidden(tracker, hidden=60)
     assert long_lost_ids(tracker) == [1]
-    slot = tracker.tracks.active()[0]
-    hits, gallery = int(tracker.tracks.hits[slot]), int(tracker.tracks.gallery.count[slot])
     centre = last + np.array([40.0, 5.0])
-    assert back(tracker, centre) == 1
-    store = tracker.tracks
-    assert long_lost_ids(tracker) == [] and bool(store.confirmed[slot])
-    assert store.time_since_update[slot] == 0 and store.hits[slot] == hits + 1
-    assert store.gallery.count[slot] == gallery + 1
-    # The filter restarts at the detection with zero velocity: the drift while unseen is gone.
-    xyah = xyxy_to_xyah(dets([centre]).xyxy)[0]
-    np.testing.assert_allclose(store.mean[slot], np.concatenate([xyah, np.zeros(4)]))
-    np.testing.assert_allclose(store.last_xyah[slot], xyah)
+    assert come_back(tracker, centre) == [-1, -1, 1]  # tentative, then the old ID on confirming
+    assert long_lost_ids(tracker) == [] and len(tracker.tracks) == 1
     assert back(tracker, centre + np.array([3.0, 0.0])) == 1  # and it is tracked on from there
+    assert tracker.next_track_id == 2
 
     disabled = DeepSORTTracker(reid_window_seconds=0)
     seen_then_hidden(disabled, hidden=60)
     assert len(disabled.tracks) == 0
-    assert back(disabled, centre) == -1
+    assert come_back(disabled, centre) == [-1, -1, 2]
+
+
+def test_a_false_detection_shorter_than_confirmation_does_not_wake_a_long_lost_track() -> None:
+    """A one-frame (and a two-frame) box that looks exactly like the lost person gets no ID and
+    leaves the long-lost track as it was; the person coming back later still gets their ID."""
+    tracker = DeepSORTTracker()
+    last = seen_then_hidden(tracker, hidden=40)
+    store = tracker.tracks
+    slot = store.active()[0]
+    hits, count = int(store.hits[slot]), int(store.gallery.count[slot])
+    assert back(tracker, last + np.array([20.0, 0.0])) == -1  # one-frame ghost
+    nothing(tracker, 1)
+    assert come_back(tracker, last - np.array([20.0, 0.0]), frames=2) == [-1, -1]  # two frames
+    nothing(tracker, 1)
+    assert long_lost_ids(tracker) == [1] and store.active().tolist() == [slot]
+    assert store.hits[slot] == hits and store.gallery.count[slot] == count
+    assert store.time_since_update[slot] == 40 + 5
+    np.testing.assert_array_equal(store.last_xyah[slot], xyxy_to_xyah(dets([last]).xyxy)[0])
+    assert come_back(tracker, last + np.array([30.0, 0.0])) == [-1, -1, 1]
+    assert tracker.next_track_id == 2
+
+
+def test_merge_moves_the_confirming_track_into_the_long_lost_one() -> None:
+    """The long-lost slot takes the confirming track's filter state, hits and gallery features;
+    the confirming track's slot is freed. A twin without re-identification shows what that
+    track held when it was confirmed."""
+    tracker = DeepSORTTracker()
+    last = seen_then_hidden(tracker, hidden=40)
+    store = tracker.tracks
+    slot = store.active()[0]
+    hits = int(store.hits[slot])
+    old_features = store.gallery.export(slot[None])["gallery_features"].copy()
+    rng = np.random.default_rng(3)
+    features = E[0] + rng.normal(0, 0.05, (3, 8)).astype(np.float32)  # distinct, all near E[0]
+    start = last + np.array([30.0, 0.0])
+    for k in range(2):
+        at = start + np.array([3.0 * k, 0.0])
+        out = tracker.update(dets([at]), embeddings=features[k : k + 1])
+        assert out.tracker_id.tolist() == [-1]
+    active = store.active()
+    (tentative,) = active[~store.confirmed[active]]
+    twin = copy.deepcopy(tracker)
+    twin._reidentify = lambda ready: NO_MATCH
+    confirming = dets([start + np.array([6.0, 0.0])])
+    assert tracker.update(confirming, embeddings=features[2:]).tracker_id.tolist() == [1]
+    assert twin.update(confirming, embeddings=features[2:]).tracker_id.tolist() == [2]
+    found = twin.tracks
+    assert found.confirmed[tentative] and found.hits[tentative] == 3
+
+    assert store.active().tolist() == [slot] and not store.alive[tentative]
+    assert store.confirmed[slot] and store.track_id[slot] == 1
+    assert store.time_since_update[slot] == 0 and store.hits[slot] == hits + 3
+    for column in ("mean", "covariance", "last_xyah"):
+        np.testing.assert_array_equal(
+            getattr(store, column)[slot], getattr(found, column)[tentative], err_msg=column
+        )
+    assert store.gallery.count[slot] == len(old_features) + 3
+    np.testing.assert_array_equal(
+        store.gallery.export(slot[None])["gallery_features"],
+        np.concatenate([old_features, found.gallery.export(tentative[None])["gallery_features"]]),
+    )
+    assert back(tracker, start + np.array([9.0, 0.0])) == 1  # tracked on from that state
+
+
+def test_reidentification_at_the_start_frame_when_one_hit_confirms() -> None:
+    tracker = DeepSORTTracker(minimum_consecutive_frames=1)
+    for i in range(3):
+        assert back(tracker, [100 + 3 * i, 200]) == 1
+    nothing(tracker, 40)
+    assert long_lost_ids(tracker) == [1]
+    slot = tracker.tracks.active()[0]
+    out = tracker.update(dets([[130, 200], [600, 200]]), embeddings=E[:2])
+    assert out.tracker_id.tolist() == [1, 2]  # the lost person, and a stranger
+    assert long_lost_ids(tracker) == [] and len(tracker.tracks) == 2
+    assert tracker.tracks.hits[slot] == 4 and tracker.tracks.time_since_update[slot] == 0
+    out = tracker.update(dets([[133, 200], [603, 200]]), embeddings=E[:2])
+    assert out.tracker_id.tolist() == [1, 2]  # and both are tracked on
+
+
+def test_reidentification_uses_the_appearance_gate_and_every_gathered_feature() -> None:
+    """Distance 0.8 to the lost person is beyond the default gate (0.7) and within 0.9; a
+    confirming track that looked like the person on one frame only (the middle one) is
+    compared through that frame's feature too."""
+    unlike = (0.2 * E[0] + np.sqrt(0.96) * E[1]).astype(np.float32)  # distance 0.8 to E[0]
+    for settings, expected in (({}, 2), ({"appearance_threshold": 0.9}, 1)):
+        tracker = DeepSORTTracker(**settings)
+        last = seen_then_hidden(tracker, hidden=40)
+        assert come_back(tracker, last, unlike) == [-1, -1, expected], settings
+
+    tracker = DeepSORTTracker()
+    last = seen_then_hidden(tracker, hidden=40)
+    looks = [E[3], E[0], E[3]]  # like the lost person on the middle frame only
+    ids = [back(tracker, last + np.array([3.0 * k, 0.0]), f) for k, f in enumerate(looks)]
+    assert ids == [-1, -1, 1]
 
 
 def test_window_is_in_seconds_and_long_lost_tracks_age_out_without_features() -> None:
-    def hidden_for(frames: int) -> tuple[int, DeepSORTTracker]:
+    def unseen_for(frames: int) -> tuple[int, DeepSORTTracker]:
+        """`frames` frames without the person before the one that confirms their return."""
         tracker = DeepSORTTracker(reid_window_seconds=2.0)
         seen_then_hidden(tracker, hidden=0)
-        nothing(tracker, frames, with_embeddings=False)  # frames without features still count
-        return back(tracker, [130.0, 200.0]), tracker
+        nothing(tracker, frames - 2, with_embeddings=False)  # frames without features count
+        ids = come_back(tracker, [130.0, 200.0])  # 2 tentative frames count too
+        assert ids[:2] == [-1, -1]
+        return ids[-1], tracker
 
-    kept, tracker = hidden_for(60)  # 60 frames = 2 s at 30 fps: still within the window
+    kept, tracker = unseen_for(60)  # 60 frames = 2 s at 30 fps: still within the window
     assert kept == 1
-    lost, tracker = hidden_for(61)
-    assert lost == -1 and tracker.next_track_id == 2  # the old track was deleted
-    assert len(tracker.tracks) == 1 and not tracker.tracks.confirmed[tracker.tracks.active()[0]]
+    lost, tracker = unseen_for(61)
+    assert lost == 2  # the old track was deleted: a new ID
+    assert len(tracker.tracks) == 1
 
 
 def test_spatial_bound_is_measured_from_the_last_observed_box() -> None:
-    """Reach after 61 missed frames: one height plus one height per second lost. The filter's
-    prediction drifted ~90 px right (3 px/frame for max_age frames), so a bound around the
-    prediction would take the far right and refuse the far left; the observed box does not."""
-    reach = HEIGHT * (1 + 61 / 30)
+    """Reach at the confirming frame, 63 missed frames (60 hidden + 3 walking in) after the last
+    sighting: one height plus one height per second lost. The filter's prediction drifted ~90 px
+    right (3 px/frame for max_age frames), so a bound around the prediction would take the far
+    right and refuse the far left; the observed box does not. Each walk-in goes away from the
+    last box, so its first frames are nearer: only the confirming frame's box counts."""
+    reach = HEIGHT * (1 + 63 / 30)
     results = {}
-    for name, dx in (("left_inside", -(reach - 5)), ("right_outside", reach + 5)):
+    for name, dx in (
+        ("left_inside", -(reach - 3)),
+        ("left_outside", -(reach + 3)),
+        ("right_inside", reach - 3),
+        ("right_outside", reach + 3),
+    ):
         tracker = DeepSORTTracker()
         last = seen_then_hidden(tracker, hidden=60)
         slot = tracker.tracks.active()[0]
         assert tracker.tracks.mean[slot, 0] > last[0] + 60  # the prediction did drift
-        results[name] = back(tracker, last + np.array([dx, 0.0]))  # identical appearance
-    assert results == {"left_inside": 1, "right_outside": -1}
-    tracker = DeepSORTTracker()
-    last = seen_then_hidden(tracker, hidden=60)
-    assert back(tracker, last + np.array([reach - 5, 0.0])) == 1
+        ids = come_back(tracker, last + np.array([dx, 0.0]), step=(3.0 * np.sign(dx), 0.0))
+        assert ids[:2] == [-1, -1], name
+        results[name] = ids[-1]  # identical appearance
+    assert results == {"left_inside": 1, "left_outside": 2, "right_inside": 1, "right_outside": 2}
 
 
 def test_spatial_bound_grows_with_time_lost() -> None:
-    """250 px is out of reach 32 frames after the last sighting (~207 px), within it after 61
-    (~303 px)."""
+    """250 px is out of reach 34 frames after the last sighting (31 hidden + 3 walking in,
+    ~213 px), within it after 63 (~310 px)."""
     ids = {}
     for hidden in (31, 60):
         tracker = DeepSORTTracker()
         last = seen_then_hidden(tracker, hidden=hidden)
         assert long_lost_ids(tracker) == [1]
-        ids[hidden] = back(tracker, last - np.array([250.0, 0.0]))
-    assert ids == {31: -1, 60: 1}
-    slow = DeepSORTTracker(reid_max_speed=0.5)  # half the speed: 60 frames reach ~202 px
+        ids[hidden] = come_back(tracker, last - np.array([250.0, 0.0]), step=(-3.0, 0.0))
+    assert ids == {31: [-1, -1, 2], 60: [-1, -1, 1]}
+    slow = DeepSORTTracker(reid_max_speed=0.5)  # half the speed: 63 frames reach ~205 px
     last = seen_then_hidden(slow, hidden=60)
-    assert back(slow, last - np.array([250.0, 0.0])) == -1
+    assert come_back(slow, last - np.array([250.0, 0.0]), step=(-3.0, 0.0)) == [-1, -1, 2]
 
 
 def test_max_lost_tracks_keeps_the_most_recently_lost() -> None:
@@ -129,18 +250,24 @@ def test_max_lost_tracks_keeps_the_most_recently_lost() -> None:
     nothing(tracker, 30)
     assert long_lost_ids(tracker) == [2, 3]  # A, lost longest, was evicted
     assert len(tracker.tracks) == 2
-    assert back(tracker, [110.0, 200.0], E[0]) == -1
-    assert back(tracker, [690.0, 200.0], E[2]) == 3
+    ids = walk_in(tracker, [[110.0, 200.0], [690.0, 200.0]], E[[0, 2]])  # A and C return
+    assert ids == [[-1, -1], [-1, -1], [4, 3]]  # A is a new person; C is known again
+    assert long_lost_ids(tracker) == [2]
 
 
-def test_a_person_in_view_takes_the_place_of_a_long_lost_track_when_max_tracks_is_full() -> None:
-    tracker = DeepSORTTracker(max_tracks=2, minimum_consecutive_frames=1)
-    tracker.update(dets([[100, 200], [500, 200]]), embeddings=E[:2])
+@pytest.mark.parametrize("confirm_after", [1, 3])
+def test_a_person_in_view_takes_the_place_of_a_long_lost_track_when_max_tracks_is_full(
+    confirm_after: int,
+) -> None:
+    tracker = DeepSORTTracker(max_tracks=2, minimum_consecutive_frames=confirm_after)
+    for _ in range(confirm_after):
+        out = tracker.update(dets([[100, 200], [500, 200]]), embeddings=E[:2])
+    assert out.tracker_id.tolist() == [1, 2]
     for _ in range(40):
         tracker.update(dets([[500, 200]]), embeddings=E[1:2])
     assert long_lost_ids(tracker) == [1] and len(tracker.tracks) == 2
-    out = tracker.update(dets([[500, 200], [900, 200]]), embeddings=E[1:3])
-    assert out.tracker_id.tolist() == [2, 3]
+    ids = walk_in(tracker, [[500, 200], [900, 200]], E[1:3], frames=confirm_after, step=(0, 0))
+    assert ids == [[2, -1]] * (confirm_after - 1) + [[2, 3]]
     assert long_lost_ids(tracker) == [] and len(tracker.tracks) == 2
 
 
@@ -181,54 +308,58 @@ def test_motion_only_tracking_is_unchanged(case: str) -> None:
 
 
 def test_frame_rate_independence() -> None:
-    """The same walk, occlusion and return in seconds at 10 and 30 fps ends the same way."""
+    """The same walk, occlusion and return in seconds at 10 and 30 fps ends the same way. The
+    return is 250 px from the last sighting: within reach after ~2.1-2.3 s lost, out of it if
+    the reach counted frames at 30 fps (~1.8 heights at 10 fps)."""
 
     def scenario(fps: float, hidden_seconds: float) -> list[int]:
         tracker = DeepSORTTracker(frame_rate=fps, reid_window_seconds=3.0)  # max_age = 1 s
         speed = 30.0 / fps  # 30 px/s
         frames = int(fps)
-        ids = []
-        for i in range(frames):
-            ids.append(back(tracker, [100 + speed * i, 200]))
+        ids = [back(tracker, [100 + speed * i, 200]) for i in range(frames)]
         nothing(tracker, round(hidden_seconds * fps))
-        x = 100 + speed * frames + 30.0 * hidden_seconds
-        ids.append(back(tracker, [x, 200]))
-        return ids
+        last = 100 + speed * (frames - 1)
+        return ids + come_back(tracker, [last + 250.0, 200.0], step=(speed, 0.0))
 
     for fps in (10.0, 30.0):
         returned = scenario(fps, 2.0)
-        assert returned[-1] == 1 and returned[2:-1] == [1] * (len(returned) - 3), fps
-        assert scenario(fps, 4.0)[-1] == -1, fps
+        frames = int(fps)
+        assert returned[:frames] == [-1, -1] + [1] * (frames - 2), fps
+        assert returned[frames:] == [-1, -1, 1], fps
+        assert scenario(fps, 4.0)[frames:] == [-1, -1, 2], fps
 
 
 def test_mutual_nearest_protects_against_a_look_alike() -> None:
     """A stranger near lost A who looks even more like lost B (far away) does not get A's ID;
-    nor does a near look-alike of A when A's double is in view elsewhere. The real A does."""
+    nor does a near look-alike of A when A's double (out of reach) is confirmed in the same
+    frame. The real A does get it."""
     tracker = DeepSORTTracker()
     for _ in range(4):
         out = tracker.update(dets([[200, 200], [800, 200]]), embeddings=E[:2])
     assert out.tracker_id.tolist() == [1, 2]
     nothing(tracker, 40)
     assert long_lost_ids(tracker) == [1, 2]
+    real = copy.deepcopy(tracker)
     stranger = 0.6 * E[0] + 0.8 * E[1]  # distance 0.4 to A (within the gate), 0.2 to B
-    assert back(tracker, [230.0, 200.0], stranger) == -1
-    assert back(tracker, [170.0, 200.0], E[0]) == 1
+    assert come_back(tracker, [230.0, 200.0], stranger) == [-1, -1, 3]
+    assert long_lost_ids(tracker) == [1, 2]
+    assert come_back(real, [170.0, 200.0], E[0]) == [-1, -1, 1]
 
     tracker = DeepSORTTracker()
     for _ in range(4):
         tracker.update(dets([[200, 200]]), embeddings=E[:1])
     nothing(tracker, 40)
     look_alike = 0.8 * E[0] + 0.6 * E[1]  # distance 0.2 to A
-    out = tracker.update(dets([[230, 200], [900, 200]]), embeddings=np.stack([look_alike, E[0]]))
-    assert out.tracker_id.tolist() == [-1, -1]  # A's double is out of reach; A's nearest is it
+    ids = walk_in(tracker, [[230, 200], [900, 200]], np.stack([look_alike, E[0]]))
+    assert ids == [[-1, -1], [-1, -1], [2, 3]]  # A's double is out of reach; A's nearest is it
+    assert long_lost_ids(tracker) == [1]
 
 
 def test_classes_do_not_mix_in_reidentification() -> None:
-    for agnostic, expected in ((False, -1), (True, 1)):
+    for agnostic, expected in ((False, 2), (True, 1)):
         tracker = DeepSORTTracker(class_agnostic=agnostic)
         last = seen_then_hidden(tracker, hidden=40)
-        out = tracker.update(dets([last], class_id=1), embeddings=E[:1])
-        assert out.tracker_id.tolist() == [expected]
+        assert come_back(tracker, last, class_id=1) == [-1, -1, expected]
 
 
 def _comings_and_goings(frames: int = 110):
@@ -242,14 +373,18 @@ def _comings_and_goings(frames: int = 110):
 
 
 def test_state_round_trip_mid_loss_continues_identically(tmp_path) -> None:
+    """Saved at frame 56: everyone is long-lost, and person 0 is walking back in as a tentative
+    track (confirmed, and merged, at frame 57)."""
     inputs = list(_comings_and_goings())
     original = DeepSORTTracker(gallery_budget=8)
     first_ids: list[int] = []
-    for t, _, d, e in inputs[:50]:
+    for t, _, d, e in inputs[:57]:
         out = original.update(d, embeddings=e, frame_index=t)
         if t == 5:  # everyone in view, as on the last frame
             first_ids = out.tracker_id.tolist()
-    assert len(long_lost_ids(original)) >= 2
+    assert long_lost_ids(original) == [1, 2, 3, 4]
+    active = original.tracks.active()
+    assert original.tracks.hits[active[~original.tracks.confirmed[active]]].tolist() == [2]
     path = tmp_path / "state.npz"
     np.savez(path, **original.state_dict())
     restored = DeepSORTTracker(gallery_budget=8)
@@ -257,11 +392,14 @@ def test_state_round_trip_mid_loss_continues_identically(tmp_path) -> None:
         restored.load_state_dict(dict(loaded))
     for key, value in original.state_dict().items():
         np.testing.assert_array_equal(value, restored.state_dict()[key], err_msg=key)
-    for t, _, d, e in inputs[50:]:
+    for t, _, d, e in inputs[57:]:
         a = original.update(d, embeddings=e, frame_index=t).tracker_id
         b = restored.update(d, embeddings=e, frame_index=t).tracker_id
         np.testing.assert_array_equal(a, b)
+        if t == 57:
+            assert a[0] == 1  # person 0 re-identified on the confirming frame
     assert inputs[-1][1].all() and a.tolist() == first_ids == [1, 2, 3, 4]  # all came back
+    assert original.next_track_id == 5
     for key, value in original.state_dict().items():
         np.testing.assert_array_equal(value, restored.state_dict()[key], err_msg=key)
 
