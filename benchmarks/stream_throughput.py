@@ -192,7 +192,7 @@ def main() -> None:
     import ray
     import torch
 
-    from ray_deepsort.pipeline.embedder import ModelSpec, load_reid_model
+    from ray_deepsort.pipeline.embedder import ModelChoice, load_reid_model
     from ray_deepsort.stream.broker import local_broker
     from ray_deepsort.stream.config import TrackerConfig
 
@@ -210,7 +210,7 @@ def main() -> None:
     for mode in modes:
         model = None
         if mode == "cnn":
-            model = load_reid_model(ModelSpec(device="cpu", input_size=(height, width)))
+            model = load_reid_model(ModelChoice(device="cpu", input_size=(height, width)))
             in_process(messages[mode][:6], mode, tracker_params, model)  # warm-up
         threads = sorted({1, torch.get_num_threads()}) if mode == "cnn" else [1]
         default_threads = torch.get_num_threads()

@@ -30,8 +30,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--model",
-        default="mobilenetv2_100",
-        help="ReID backbone for the embedder actors; 'none' tracks by motion only",
+        default=None,
+        help="ReID model of the embedder actors, as the stream job's model.name: a known model "
+        "(person-reidentification-retail-0288, ...; downloaded once unless --model-path), "
+        "mobilenetv2-imagenet (default; bundled, offline), a timm name, or 'none' (motion only)",
+    )
+    parser.add_argument(
+        "--model-path",
+        default="",
+        help="model.path: model file (.xml, .onnx; .pt with --model ARCH) or a known model's "
+        "folder; without --model the file says which model it is",
+    )
+    parser.add_argument(
+        "--model-backend",
+        default="auto",
+        choices=("auto", "torch", "openvino", "onnxruntime"),
+        help="model.backend (auto: the file's own)",
     )
     parser.add_argument(
         "--embeddings",
@@ -42,8 +56,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--shards", type=int, default=2, help="tracker shard actors")
     parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray")
-    parser.add_argument("--input-height", type=int, default=128, help="ReID crop height")
-    parser.add_argument("--input-width", type=int, default=64, help="ReID crop width")
+    parser.add_argument(
+        "--input-height",
+        type=int,
+        default=None,
+        help="ReID crop height (default: 128 for mobilenetv2-imagenet, which is faster at "
+        "128x64; the model's own for others)",
+    )
+    parser.add_argument("--input-width", type=int, default=None, help="ReID crop width")
     parser.add_argument("--realtime", action="store_true", help="publish at camera speed")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--log-level", default="INFO")
@@ -103,7 +123,24 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     log = logging.getLogger("ray_deepsort.demo")
     output = args.output or Path("output") / time.strftime("demo-%Y%m%d-%H%M%S")
     total = args.cameras * args.frames
-    use_cnn = args.embeddings == "cnn" and args.model.lower() != "none"
+    # --model-path alone: the file says which model it is.
+    model = (
+        args.model if args.model is not None else "" if args.model_path else "mobilenetv2-imagenet"
+    )
+    use_cnn = args.embeddings == "cnn" and model.lower() != "none"
+    height, width = args.input_height, args.input_width
+    mobilenet = model == "mobilenetv2-imagenet" or (
+        model == "mobilenetv2_100" and not args.model_path
+    )
+    if height is None and width is None and mobilenet:
+        height, width = 128, 64  # 4x fewer pixels than its own 256x128: a faster demo
+    model_keys = [
+        f"model.name={json.dumps(model if use_cnn else 'none')}",
+        f"model.path={json.dumps(str(Path(args.model_path).resolve()) if args.model_path else '')}",
+        f"model.backend={json.dumps(args.model_backend)}",
+        f"model.input_height={height or 0}",
+        f"model.input_width={width or 0}",
+    ]
     report: dict[str, Any] = {"output": str(output.resolve())}
     started = time.monotonic()
     with local_broker() as broker:
@@ -136,9 +173,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
             [
                 f"kafka.bootstrap_servers={json.dumps(broker.bootstrap_servers)}",
                 'kafka.group_id="ray-deepsort-demo"',
-                f"model.name={json.dumps(args.model if use_cnn else 'none')}",
-                f"model.input_height={args.input_height}",
-                f"model.input_width={args.input_width}",
+                *model_keys,
                 f"actors.num_shards={args.shards}",
                 f"output.path={json.dumps(str(output))}",
                 f"job.expected_frames={total}",

@@ -12,7 +12,10 @@ import logging
 import sys
 from typing import Any
 
+from ray_deepsort.reid.spec import OPENVINO_PRECISIONS
+
 EXIT_PARTIAL = 3
+DEFAULT_MODEL = "mobilenetv2-imagenet"
 
 
 def _key_value(text: str) -> tuple[str, Any]:
@@ -65,16 +68,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--detectors", type=int, default=0, help="0: one per GPU, or one")
     group.add_argument("--detector-num-cpus", type=float, default=1.0)
     group = parser.add_argument_group("ReID and tracker")
-    group.add_argument("--model", default="mobilenetv2_100", help="timm name, or 'none'")
-    group.add_argument("--checkpoint", default="", help="local ReID state_dict file")
+    group.add_argument(
+        "--model",
+        default=None,
+        help="a known model (person-reidentification-retail-0288, -0287, -0267, "
+        "mobilenetv2-imagenet), a timm name, or 'none' (motion only); default "
+        "mobilenetv2-imagenet, or with --model-path what the file is",
+    )
+    group.add_argument(
+        "--model-path",
+        default="",
+        help="model file (.xml IR, .onnx; .pt/.safetensors with --model ARCH) or a known "
+        "model's folder",
+    )
+    group.add_argument(
+        "--model-backend",
+        default="auto",
+        choices=("auto", "torch", "openvino", "onnxruntime"),
+        help="auto: the file's own (torch for timm names)",
+    )
+    group.add_argument(
+        "--model-threads",
+        type=int,
+        default=0,
+        help="OpenVINO / ONNX Runtime threads per embedder (0: --embedder-num-cpus)",
+    )
+    group.add_argument(
+        "--model-precision",
+        default="auto",
+        choices=OPENVINO_PRECISIONS,
+        help="OpenVINO inference precision (auto: OpenVINO's choice, bf16 on CPUs that have it)",
+    )
     group.add_argument(
         "--no-pretrained",
         dest="pretrained",
         action="store_false",
-        help="random backbone weights (timing only)",
+        help="timm names: random backbone weights (timing only)",
     )
     group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    group.add_argument("--input-size", type=_size, default=(256, 128), help="ReID HxW")
+    group.add_argument(
+        "--input-size", type=_size, default=None, help="ReID HxW (default: the model's own)"
+    )
     group.add_argument(
         "--tracker",
         dest="tracker_params",
@@ -169,8 +203,11 @@ def config_from_args(args: argparse.Namespace) -> Any:
         detector_batch_frames=args.detector_batch_frames,
         detectors=args.detectors,
         detector_num_cpus=args.detector_num_cpus,
-        model=args.model,
-        checkpoint=args.checkpoint,
+        model=args.model if args.model is not None else ("" if args.model_path else DEFAULT_MODEL),
+        model_path=args.model_path,
+        model_backend=args.model_backend,
+        model_threads=args.model_threads,
+        model_precision=args.model_precision,
         pretrained=args.pretrained,
         device=args.device,
         input_size=args.input_size,

@@ -41,7 +41,13 @@ from ray_deepsort.archive.output import (
 )
 from ray_deepsort.archive.progress import ProgressBoard, ProgressDisplay
 from ray_deepsort.archive.worker import STAGES, VideoOutcome, VideoTask, WorkerSettings
-from ray_deepsort.pipeline.embedder import ModelSpec, forward_batch_size
+from ray_deepsort.pipeline.embedder import (
+    AppearanceGate,
+    ModelChoice,
+    forward_batch_size,
+    known_model_name,
+    tracker_params_with_gate,
+)
 
 logger = logging.getLogger("ray_deepsort.archive")
 
@@ -71,12 +77,15 @@ class ArchiveConfig:
     detector_batch_frames: int = 16
     detectors: int = 0  # 0: one per GPU, or one CPU actor
     detector_num_cpus: float = 1.0
-    # ReID model ("none": motion only)
-    model: str = "mobilenetv2_100"
-    checkpoint: str = ""
+    # ReID model (`ModelChoice`'s vocabulary; "none": motion only)
+    model: str = "mobilenetv2-imagenet"
+    model_path: str = ""
+    model_backend: str = "auto"
+    model_threads: int = 0  # OpenVINO / ONNX Runtime threads; 0 = embedder_num_cpus
+    model_precision: str = "auto"
     pretrained: bool = True
     device: str = "auto"
-    input_size: tuple[int, int] = (256, 128)
+    input_size: tuple[int, int] | None = None  # None: the model's own
     # tracker
     tracker: dict[str, Any] = field(default_factory=default_tracker_params)
     frame_rate_from_video: bool = True
@@ -146,6 +155,10 @@ class ArchiveConfig:
             raise ArchiveConfigError(f"detector must be module:callable, got {self.detector!r}")
         if self.rehearse_worker_crash and "@" not in self.rehearse_worker_crash:
             raise ArchiveConfigError("rehearse_worker_crash must be KEY@FRAME")
+        try:
+            known_model_name(self.model_choice())
+        except ValueError as error:
+            raise ArchiveConfigError(str(error)) from None
         from ray_deepsort.core import DeepSORTTracker
 
         try:
@@ -158,16 +171,26 @@ class ArchiveConfig:
         value = str(self.use_gpu).lower()
         return "auto" if value == "auto" else value == "true"
 
-    def model_spec(self, on_gpu: bool = False) -> ModelSpec:
+    def model_choice(self, on_gpu: bool = False) -> ModelChoice:
         """The embedders' model, run in forward passes of `forward_batch_size` crops."""
         forward = forward_batch_size(self.forward_batch, on_gpu, self.max_embed_crops)
-        return ModelSpec(
+        return ModelChoice(
             name=self.model,
-            checkpoint=self.checkpoint,
-            pretrained=self.pretrained,
+            path=self.model_path,
+            backend=self.model_backend,
             device=self.device,
+            threads=self.model_threads,
+            precision=self.model_precision,
+            pretrained=self.pretrained,
             max_batch_size=forward,
-            input_size=(int(self.input_size[0]), int(self.input_size[1])),
+            input_size=None if self.input_size is None else tuple(self.input_size),
+        )
+
+    def tracker_params(self) -> tuple[dict[str, Any], AppearanceGate]:
+        """The trackers' parameters with the appearance gate resolved for the model (the
+        workers' trackers get embeddings, not the model), and that gate."""
+        return tracker_params_with_gate(
+            self.tracker, self.model_choice() if self.reid_enabled else None
         )
 
     def config_hash(self) -> str:
@@ -176,15 +199,19 @@ class ArchiveConfig:
         A manifest entry made under another hash is not "done": a new model, new tracker
         parameters or new detections redo the video.
         """
+        tracker, _ = self.tracker_params()
         relevant = {
-            "tracker": self.tracker,
+            "tracker": tracker,
             "frame_rate_from_video": self.frame_rate_from_video,
             "reid": (
                 {
                     "model": self.model,
-                    "checkpoint": self.checkpoint,
+                    "path": self.model_path,
+                    "known": known_model_name(self.model_choice()),
+                    "backend": self.model_backend,
+                    "precision": self.model_precision,
                     "pretrained": self.pretrained,
-                    "input_size": list(self.input_size),
+                    "input_size": None if self.input_size is None else list(self.input_size),
                 }
                 if self.reid_enabled
                 else None
@@ -206,8 +233,9 @@ class ArchiveConfig:
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
     def worker_settings(self) -> WorkerSettings:
+        tracker, _ = self.tracker_params()
         return WorkerSettings(
-            tracker_params=dict(self.tracker),
+            tracker_params=tracker,
             frame_rate_from_video=self.frame_rate_from_video,
             reid=self.reid_enabled,
             frames_per_request=self.frames_per_request,
@@ -389,6 +417,7 @@ class ArchiveJob:
         workers = self._worker_count()
         self.summary.workers = min(workers, len(todo))
         settings = cfg.worker_settings()
+        logger.info("%s", cfg.tracker_params()[1].describe())
         task_fn = ray.remote(process_video).options(
             num_cpus=cfg.worker_num_cpus,
             max_retries=cfg.max_retries,
@@ -534,7 +563,7 @@ class ArchiveJob:
         if cfg.reid_enabled:
             embedders = start_actors(
                 plan,
-                cfg.model_spec(on_gpu=plan.use_gpu),
+                cfg.model_choice(on_gpu=plan.use_gpu),
                 start_timeout_s=cfg.start_timeout_s,
                 embedder_class=CoalescingEmbedderActor,
                 embedder_kwargs={

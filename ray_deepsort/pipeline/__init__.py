@@ -5,7 +5,13 @@ Plain, unit-testable classes (`FrameEmbedder`, `TrackerShard`, `TrackerRegistry`
 knows about Kafka; Ray is imported only by `actors`.
 """
 
-from ray_deepsort.pipeline.embedder import FrameEmbedder, ModelSpec, load_reid_model
+from ray_deepsort.pipeline.embedder import (
+    FrameEmbedder,
+    ModelChoice,
+    load_reid_model,
+    recommended_gate,
+    resolve_gate,
+)
 from ray_deepsort.pipeline.parquet import (
     FRAMES_SCHEMA,
     TRACKS_SCHEMA,
@@ -34,7 +40,7 @@ __all__ = [
     "FrameEmbedder",
     "FrameFailure",
     "FrameResult",
-    "ModelSpec",
+    "ModelChoice",
     "OutOfOrderFrameError",
     "ParquetResultWriter",
     "ShardOutput",
@@ -45,5 +51,7 @@ __all__ = [
     "batch_file_stem",
     "load_reid_model",
     "parse_batch_file_stem",
+    "recommended_gate",
+    "resolve_gate",
     "shard_of",
 ]

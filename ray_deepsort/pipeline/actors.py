@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ray_deepsort.pipeline.embedder import ModelSpec
+from ray_deepsort.pipeline.embedder import ModelChoice
 
 # Ray actor options. Embedders are stateless: a restarted one redoes lost calls exactly.
 EMBEDDER_RESTARTS: dict[str, int] = {"max_restarts": -1, "max_task_retries": -1}
@@ -115,10 +115,10 @@ class EmbedderActor:
     (`start_actors` adds index=k).
     """
 
-    def __init__(self, spec: ModelSpec, metrics_tags: Mapping[str, str] | None = None) -> None:
+    def __init__(self, choice: ModelChoice, metrics_tags: Mapping[str, str] | None = None) -> None:
         from ray_deepsort.pipeline.embedder import FrameEmbedder, load_reid_model
 
-        self.embedder = FrameEmbedder(load_reid_model(spec))
+        self.embedder = FrameEmbedder(load_reid_model(choice))
         self._histogram: Any = None
         tags = {"actor": "embedder", **{str(k): str(v) for k, v in (metrics_tags or {}).items()}}
         try:
@@ -239,7 +239,7 @@ class ActorPool:
 
 def start_actors(
     plan: ActorPlan,
-    model: ModelSpec,
+    model: ModelChoice,
     tracker_params: Mapping[str, Any] | None = None,
     start_timeout_s: float = 300.0,
     name_prefix: str | None = None,
@@ -257,8 +257,10 @@ def start_actors(
     (an object-store URI or a shared volume).
 
     `embedder_class` (an `EmbedderActor` subclass such as `CoalescingEmbedderActor`) gets
-    `(spec, metrics_tags=..., **embedder_kwargs)`; `embedder_options` are extra Ray actor
-    options that override the defaults (`EMBEDDER_RESTARTS`, CPUs, GPUs). Tracker shards get
+    `(choice, metrics_tags=..., **embedder_kwargs)`; `embedder_options` are extra Ray actor
+    options that override the defaults (`EMBEDDER_RESTARTS`, CPUs, GPUs). `model.threads` 0
+    becomes the embedder's CPUs (at least 1): OpenVINO / ONNX Runtime would otherwise use every
+    core of the node in each embedder. Tracker shards get
     `SHARD_RESTARTS`. A plan with no tracker shards needs no `tracker_params`.
     Raises `PlacementError` instead of waiting forever when an actor stays pending.
     """
@@ -268,8 +270,7 @@ def start_actors(
         raise ValueError("tracker_params are needed to start tracker shards")
     embedder_cls = ray.remote(embedder_class)
     shard_cls = ray.remote(TrackerShardActor)
-    # A CPU embedder must not pick up a GPU it was not given (device "auto" -> "cpu").
-    spec = model if plan.use_gpu or model.device != "auto" else replace(model, device="cpu")
+    choice = embedder_choice(model, plan)
     embedders = []
     for k in range(plan.num_embedders):
         options: dict[str, Any] = {
@@ -282,7 +283,7 @@ def start_actors(
             options["name"] = f"{name_prefix}-embedder-{k}"
         embedders.append(
             embedder_cls.options(**options).remote(
-                spec, metrics_tags={"index": str(k)}, **(embedder_kwargs or {})
+                choice, metrics_tags={"index": str(k)}, **(embedder_kwargs or {})
             )
         )
     shards = []
@@ -308,6 +309,17 @@ def start_actors(
         pool.embedding_dim = int(started["embedder 0"])
     pool.shard_incarnations = [str(started[f"tracker shard {k}"]) for k in range(len(shards))]
     return pool
+
+
+def embedder_choice(model: ModelChoice, plan: ActorPlan) -> ModelChoice:
+    """`model` as an embedder of `plan` loads it: a CPU embedder must not pick up a GPU it was
+    not given (device "auto" -> "cpu"), and threads 0 means the embedder's CPUs (at least 1)."""
+    changes: dict[str, Any] = {}
+    if not plan.use_gpu and model.device == "auto":
+        changes["device"] = "cpu"
+    if model.threads == 0:
+        changes["threads"] = max(1, math.floor(plan.embedder_num_cpus + 1e-9))
+    return replace(model, **changes)
 
 
 def wait_until_started(

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from ray_deepsort.pipeline.actors import EmbedderActor
-from ray_deepsort.pipeline.embedder import ModelSpec
+from ray_deepsort.pipeline.embedder import ModelChoice
 from ray_deepsort.pipeline.types import EmbedBatchResult, EmbedItem
 
 ItemT = TypeVar("ItemT")
@@ -180,12 +180,12 @@ class CoalescingEmbedderActor(EmbedderActor):
 
     def __init__(
         self,
-        spec: ModelSpec,
+        choice: ModelChoice,
         max_batch_crops: int = 256,
         max_wait_ms: float = 2.0,
         metrics_tags: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(spec, metrics_tags)
+        super().__init__(choice, metrics_tags)
         self._coalescer: Coalescer[EmbedItem, EmbedBatchResult] = Coalescer(
             self._embed_batch,
             split_embed_result,

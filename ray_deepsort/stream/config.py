@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ray_deepsort.core.defaults import DEFAULT_APPEARANCE_THRESHOLD, DEFAULT_APPEARANCE_WEIGHT
+from ray_deepsort.pipeline.embedder import ModelChoice, known_model_name
+
 try:  # Python 3.11+
     import tomllib
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
@@ -66,13 +69,33 @@ class KafkaConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "mobilenetv2_100"
-    checkpoint: str = ""
-    pretrained: bool = True
+    """The embedders' model: `ray_deepsort.pipeline.ModelChoice`'s keys (docs/streaming.md)."""
+
+    name: str = "mobilenetv2-imagenet"  # known model, timm name, "" (the file says) or "none"
+    path: str = ""  # model file (.xml, .onnx, .pt) or a known model's folder
+    backend: str = "auto"  # auto | torch | openvino | onnxruntime
+    threads: int = 0  # OpenVINO / ONNX Runtime threads; 0 = actors.embedder_num_cpus
+    precision: str = "auto"  # OpenVINO: auto | f32 | bf16 | f16
     device: str = "auto"
-    input_height: int = 256
-    input_width: int = 128
+    pretrained: bool = True
+    input_height: int = 0  # 0 (with input_width 0): the model's own input size
+    input_width: int = 0
     forward_batch_size: int = 0  # 0: DEFAULT_CPU_FORWARD_BATCH on CPU, max_embed_crops on GPU
+
+    def choice(self, max_batch_size: int = 128) -> ModelChoice:
+        """The `ModelChoice` these keys describe (ValueError when they are not valid)."""
+        size = (self.input_height, self.input_width)
+        return ModelChoice(
+            name=self.name,
+            path=self.path,
+            backend=self.backend,
+            device=self.device,
+            threads=self.threads,
+            precision=self.precision,
+            pretrained=self.pretrained,
+            max_batch_size=max_batch_size,
+            input_size=None if size == (0, 0) else size,
+        )
 
 
 @dataclass
@@ -100,18 +123,29 @@ class TrackerConfig:
     track_activation_threshold: float = 0.25
     minimum_consecutive_frames: int = 3
     minimum_iou_threshold: float = 0.3
-    appearance_threshold: float = 0.7
-    appearance_weight: float = 0.5
+    # Left unset: the model's recommended gate and weight (`resolve_gate`), else 0.7 and 0.5.
+    # A `DefaultFloat` remembers that it was not set; any value from the TOML or --set is a
+    # plain float.
+    appearance_threshold: float = DEFAULT_APPEARANCE_THRESHOLD
+    appearance_weight: float = DEFAULT_APPEARANCE_WEIGHT
     distance_metric: str = "cosine"
     gallery_budget: int = 100
     gallery_dtype: str = "float32"
     max_tracks: int = 1000
     gate_position_only: bool = True
+    gating_threshold: float = 0.0  # 0: chi-square 95 % of the gated dimensions (tracker's None)
     class_agnostic: bool = False
+    reid_window_seconds: float = 10.0
+    max_lost_tracks: int = 100
+    reid_max_speed: float = 1.0
 
     def params(self) -> dict[str, Any]:
-        """Keyword arguments for `DeepSORTTracker`."""
-        return dataclasses.asdict(self)
+        """Keyword arguments for `DeepSORTTracker` (appearance gate and weight not resolved)."""
+        params = dataclasses.asdict(self)
+        params["appearance_threshold"] = self.appearance_threshold  # keeps its DefaultFloat mark
+        params["appearance_weight"] = self.appearance_weight
+        params["gating_threshold"] = self.gating_threshold or None
+        return params
 
 
 @dataclass
@@ -167,6 +201,10 @@ class StreamConfig:
         """Whether frames without precomputed embeddings are embedded (model "none": never)."""
         return self.model.name.lower() != "none" and self.tracker.appearance_weight > 0
 
+    def model_choice(self, max_batch_size: int = 128) -> ModelChoice:
+        """The embedders' `ModelChoice` (forward passes of `max_batch_size` crops)."""
+        return self.model.choice(max_batch_size)
+
     def validate(self) -> StreamConfig:
         """Check ranges and combinations; returns self."""
         kafka = self.kafka
@@ -202,6 +240,10 @@ class StreamConfig:
         non_negative = {
             "batch.max_wait_ms": self.batch.max_wait_ms,
             "model.forward_batch_size": self.model.forward_batch_size,
+            "model.threads": self.model.threads,
+            "model.input_height": self.model.input_height,
+            "model.input_width": self.model.input_width,
+            "tracker.gating_threshold": self.tracker.gating_threshold,
             "actors.num_embedders": self.actors.num_embedders,
             "actors.embedder_num_cpus": self.actors.embedder_num_cpus,
             "actors.shard_num_cpus": self.actors.shard_num_cpus,
@@ -219,6 +261,12 @@ class StreamConfig:
                 raise ConfigError(f"{name} must be >= 0, got {value}")
         if self.job.retry_backoff_max_s < self.job.retry_backoff_s:
             raise ConfigError("job.retry_backoff_max_s must be >= job.retry_backoff_s")
+        if (self.model.input_height == 0) != (self.model.input_width == 0):
+            raise ConfigError("model.input_height and model.input_width: set both, or neither (0)")
+        try:
+            known_model_name(self.model.choice())  # also: a path that is another known model
+        except ValueError as error:
+            raise ConfigError(str(error).replace("model ", "model.", 1)) from None
         if str(self.actors.use_gpu).lower() not in ("auto", "true", "false"):
             raise ConfigError("actors.use_gpu must be 'auto', true or false")
         if not self.output.path:
@@ -256,6 +304,11 @@ _SECTIONS: dict[str, type] = {
     "job": JobConfig,
     "checkpoint": CheckpointConfig,
     "ray": RayConfig,
+}
+# Keys of earlier versions, and what to write instead.
+_REPLACED = {
+    ("model", "checkpoint"): "put the weights file in model.path, with model.name = its timm "
+    'architecture (e.g. name = "mobilenetv2_100", path = "w.pt")',
 }
 _FREE_TABLES = {("kafka", "security"), ("kafka", "consumer"), ("kafka", "producer")}
 
@@ -311,6 +364,8 @@ def config_from_dict(data: dict[str, Any], base: StreamConfig | None = None) -> 
         current = dataclasses.replace(getattr(config, section))
         names = {f.name for f in dataclasses.fields(current)}
         for key, value in values.items():
+            if (section, key) in _REPLACED:
+                raise ConfigError(f"{section}.{key} is gone: {_REPLACED[(section, key)]}")
             if key not in names:
                 raise ConfigError(f"unknown key {section}.{key}; known: {sorted(names)}")
             setattr(current, key, _coerce(section, key, value, getattr(current, key)))

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 
-from ray_deepsort.pipeline.embedder import ModelSpec, forward_batch_size
+from ray_deepsort.pipeline.embedder import forward_batch_size, tracker_params_with_gate
 from ray_deepsort.pipeline.parquet import ParquetResultWriter, batch_file_stem
 from ray_deepsort.pipeline.sharding import drop_streams, shard_of
 from ray_deepsort.pipeline.types import (
@@ -195,21 +195,21 @@ class StreamJob:
             use_gpu=cfg.use_gpu_setting(),
         )
         logger.info("starting actors: %s", plan.describe())
-        model = ModelSpec(
-            name=cfg.model.name,
-            checkpoint=cfg.model.checkpoint,
-            pretrained=cfg.model.pretrained,
-            device=cfg.model.device,
-            max_batch_size=forward_batch_size(
+        model = cfg.model_choice(
+            forward_batch_size(
                 cfg.model.forward_batch_size, plan.use_gpu, cfg.batch.max_embed_crops
-            ),
-            input_size=(cfg.model.input_height, cfg.model.input_width),
+            )
         )
+        # Shards get precomputed embeddings, never the model: the gate is resolved here, once.
+        tracker_params, gate = tracker_params_with_gate(
+            cfg.tracker.params(), model if cfg.reid_enabled else None
+        )
+        logger.info("%s", gate.describe())
         self._init_state()
         self.pool = start_actors(
             plan,
             model,
-            cfg.tracker.params(),
+            tracker_params,
             cfg.actors.start_timeout_s,
             checkpoint_root=cfg.output.path if cfg.checkpoint.enabled else None,
             fsync=cfg.output.fsync,

@@ -182,6 +182,43 @@ def test_archive_rows_equal_in_process_tracking(tmp_path: Path, ray_local: None)
     assert frames.num_rows == 4 * SCENE.num_frames
 
 
+OMZ_0288 = (
+    ROOT.parent
+    / "shared"
+    / "models"
+    / "intel-omz"
+    / "person-reidentification-retail-0288"
+    / "FP16"
+    / "person-reidentification-retail-0288.xml"
+).resolve()
+
+
+@pytest.mark.skipif(not OMZ_0288.is_file(), reason="needs ../shared/models/intel-omz")
+def test_archive_rows_with_an_openvino_model_equal_in_process_tracking(
+    tmp_path: Path, ray_local: None
+) -> None:
+    """`--model-path` an OpenVINO IR: the embedders run it, the workers' trackers use its
+    recommended gate, and the rows are those of in-process trackers embedding with it."""
+    pytest.importorskip("openvino")
+    from ray_deepsort.reid import ReIDModel
+
+    inputs = tmp_path / "in"
+    (video,) = write_synthetic_archive(inputs, 1, SCENE, "parquet", first_seed=500)
+    output = tmp_path / "out"
+    config = _config([inputs], output, model="", model_path=str(OMZ_0288))
+    assert config.tracker_params()[1].source == "model"
+    summary = ArchiveJob(config).run()
+    assert (summary.succeeded, summary.failed) == (1, 0), summary.render()
+    assert summary.embed_batches["crops"] > 0
+
+    model = ReIDModel.from_file(OMZ_0288, device="cpu", threads=1)
+    expected = _track_video_in_process(
+        video, video.stem, _from_file(video.with_suffix(".parquet"), "parquet"), model
+    )
+    assert expected.num_rows > 20
+    assert _archive_rows(output, video.stem).equals(expected)
+
+
 def _without_frame_rate() -> dict[str, object]:
     params = default_tracker_params()
     params.pop("frame_rate")  # track_sequence takes it from seqinfo.ini, as the archive does

@@ -51,12 +51,12 @@ def _reference_ids(frames: list[FrameMessage], tracker_params: dict[str, Any]) -
     the cores are busy with other work."""
     import torch
 
-    from ray_deepsort.pipeline.embedder import ModelSpec, load_reid_model
+    from ray_deepsort.pipeline.embedder import ModelChoice, load_reid_model
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        model = load_reid_model(ModelSpec(device="cpu", input_size=REID_INPUT))
+        model = load_reid_model(ModelChoice(device="cpu", input_size=REID_INPUT))
         return reference_tracker_ids(frames, tracker_params, model)
     finally:
         torch.set_num_threads(threads)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import struct
 import time
@@ -20,6 +21,8 @@ from stream_support import (
     reference_tracker_ids,
 )
 
+from ray_deepsort.core import is_default
+from ray_deepsort.pipeline.checkpoint import CheckpointStore
 from ray_deepsort.pipeline.parquet import ParquetResultWriter, parse_batch_file_stem
 from ray_deepsort.stream.broker import LocalBroker
 from ray_deepsort.stream.job import SimulatedCrash, StreamJob
@@ -122,7 +125,7 @@ def test_dead_letters_and_real_cnn(
 ) -> None:
     """Acceptance 2 with the real ReID CNN: malformed messages are dead-lettered with a reason,
     the valid frames around them are tracked exactly as in-process trackers track them."""
-    from ray_deepsort.pipeline.embedder import ModelSpec, load_reid_model
+    from ray_deepsort.pipeline.embedder import ModelChoice, load_reid_model
 
     frames = _synthetic(2, 30, image_format="jpeg")
     truncated_source = next(f for f in frames if (f.stream_id, f.frame_index) == ("cam1", 10))
@@ -168,7 +171,7 @@ def test_dead_letters_and_real_cnn(
     publisher.close()
     assert not malformed
 
-    spec = ModelSpec(device="cpu", input_size=(128, 64), max_batch_size=64)
+    spec = ModelChoice(device="cpu", input_size=(128, 64), max_batch_size=64)
     config = job_config(
         broker,
         topics,
@@ -208,6 +211,69 @@ def test_dead_letters_and_real_cnn(
     for key, tracker_id in expected.items():
         assert boxes.get(key, {}) == confirmed_ids(tracker_id), key
     _check_results_topic(broker, topics.results, expected)
+
+
+OMZ_0288 = (
+    Path(__file__).resolve().parents[2]
+    / ".."
+    / "shared"
+    / "models"
+    / "intel-omz"
+    / "person-reidentification-retail-0288"
+    / "FP16"
+    / "person-reidentification-retail-0288.xml"
+).resolve()
+
+
+@pytest.mark.skipif(not OMZ_0288.is_file(), reason="needs ../shared/models/intel-omz")
+def test_openvino_model_same_ids_as_in_process(
+    broker: LocalBroker,
+    ray_local: None,
+    topics: Topics,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An OpenVINO IR chosen by `model.path`: the embedder actors run it, the shards use its
+    recommended gate, and the IDs are those of in-process trackers embedding with it."""
+    pytest.importorskip("openvino")
+    from ray_deepsort.reid import ReIDModel
+
+    frames = _synthetic(2, 24, image_format="jpeg")
+    _publish(broker, topics.frames, frames)
+    config = job_config(
+        broker,
+        topics,
+        tmp_path / "out",
+        'model.name=""',
+        f"model.path={json.dumps(str(OMZ_0288))}",
+        "batch.max_embed_crops=64",
+        "job.expected_frames=48",
+        "job.max_idle_s=30",
+    )
+    assert is_default(config.tracker.appearance_threshold)
+    with caplog.at_level(logging.INFO, logger="ray_deepsort.stream"):
+        summary = StreamJob(config).run()
+    assert summary.frames == 48 and summary.dead_letters == 0
+
+    model = ReIDModel.from_file(OMZ_0288, device="cpu", threads=1)
+    gate = model.spec.appearance_threshold
+    assert gate is not None and gate != 0.7  # the comparison is about the model's gate
+    weight = model.spec.appearance_weight
+    assert (
+        f"appearance gate {gate:.2f}, weight {weight:.2f} from person-reidentification-retail-0288"
+        in caplog.text
+    )
+    expected = reference_tracker_ids(frames, config.tracker.params(), model)
+    frame_counts, boxes = parquet_tracker_ids(tmp_path / "out")
+    assert set(frame_counts) == set(expected) and set(frame_counts.values()) == {1}
+    assert sum(len(confirmed_ids(t)) for t in expected.values()) > 100
+    for key, tracker_id in expected.items():
+        assert boxes.get(key, {}) == confirmed_ids(tracker_id), key
+    # The shards' trackers ran with the model's gate (their checkpoints carry the effective one).
+    store = CheckpointStore(tmp_path / "out")
+    for stream_id in ("cam0", "cam1"):
+        state = store.read_stream(topics.frames, PARTITIONS[stream_id], stream_id).state
+        assert float(state["appearance_threshold"]) == pytest.approx(gate)
 
 
 def test_restart_resumes_from_committed_offsets(

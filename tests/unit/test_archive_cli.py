@@ -82,3 +82,107 @@ def test_dry_run_lists_the_plan_and_writes_nothing(
     assert "fail  orphan" in printed and "detections file not found" in printed
     assert "3 inputs: 2 to do, 0 already done, 1 unusable" in printed
     assert not output.exists()
+
+
+# ------------------------------------------------------------------- the model and its gate
+OMZ = Path(__file__).resolve().parents[2] / ".." / "shared" / "models" / "intel-omz"
+O288 = "person-reidentification-retail-0288"
+XML_0288 = OMZ / O288 / "FP16" / f"{O288}.xml"
+
+
+def test_model_flags_become_a_model_choice() -> None:
+    from ray_deepsort.pipeline.embedder import ModelChoice
+
+    default = cli.config_from_args(_parse("/v", "-o", "/o"))
+    assert default.model_choice() == ModelChoice(max_batch_size=8)  # 8 crops per CPU pass
+    config = cli.config_from_args(
+        _parse(
+            "/v",
+            "-o",
+            "/o",
+            "--model",
+            O288,
+            "--model-path",
+            "/models/0288",
+            "--model-backend",
+            "openvino",
+            "--model-threads",
+            "3",
+            "--model-precision",
+            "bf16",
+            "--input-size",
+            "256x128",
+        )
+    )
+    assert config.model_choice(on_gpu=True) == ModelChoice(
+        name=O288,
+        path="/models/0288",
+        backend="openvino",
+        threads=3,
+        precision="bf16",
+        max_batch_size=256,
+        input_size=(256, 128),
+    )
+    alone = cli.config_from_args(_parse("/v", "-o", "/o", "--model-path", "/m/x.onnx"))
+    assert (alone.model, alone.model_path) == ("", "/m/x.onnx")  # the file says what it is
+    with pytest.raises(SystemExit):
+        _parse("/v", "-o", "/o", "--checkpoint", "w.pt")
+
+
+@pytest.mark.parametrize("argv", [["--model-threads", "-1"], ["--model", "", "--model-path", ""]])
+def test_invalid_model_options_exit_2(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.run(_parse(str(tmp_path), "-o", str(tmp_path / "out"), *argv)) == 2
+    assert "reprocess: model" in capsys.readouterr().err
+
+
+def test_config_hash_covers_the_model_choice() -> None:
+    base = cli.config_from_args(_parse("/v", "-o", "/o"))
+    changes = [
+        {"model": "resnet50"},
+        {"model": "", "model_path": "/m/x.onnx"},
+        {"model_backend": "openvino"},
+        {"model_precision": "bf16"},
+        {"input_size": (128, 64)},
+        {"pretrained": False},
+        {"tracker": {**base.tracker, "appearance_threshold": 0.5}},
+    ]
+    hashes = {replace(base, **change).config_hash() for change in changes}
+    assert len(hashes | {base.config_hash()}) == len(changes) + 1
+    # How fast, not what: same hash.
+    for change in ({"model_threads": 4}, {"embedders": 2}, {"forward_batch": 4}):
+        assert replace(base, **change).config_hash() == base.config_hash()
+    motion = replace(base, model="none")
+    assert replace(motion, model_backend="openvino").config_hash() == motion.config_hash()
+
+
+@pytest.mark.skipif(not XML_0288.is_file(), reason="needs ../shared/models/intel-omz")
+def test_archive_resolves_the_gate_like_the_stream_job() -> None:
+    from ray_deepsort.core import is_default
+    from ray_deepsort.reid.known_models import KNOWN_MODELS
+
+    gate_0288 = KNOWN_MODELS[O288].spec.appearance_threshold
+    omz = cli.config_from_args(_parse("/v", "-o", "/o", "--model-path", str(XML_0288)))
+    assert is_default(omz.tracker["appearance_threshold"])
+    params, gate = omz.tracker_params()
+    assert params["appearance_threshold"] == gate_0288 and gate.source == "model"
+    assert omz.worker_settings().tracker_params["appearance_threshold"] == gate_0288
+    explicit = cli.config_from_args(
+        _parse(
+            "/v", "-o", "/o", "--model-path", str(XML_0288), "--tracker", "appearance_threshold=0.7"
+        )
+    )
+    assert explicit.worker_settings().tracker_params["appearance_threshold"] == 0.7
+    assert explicit.tracker_params()[1].source == "explicit"
+    assert explicit.config_hash() != omz.config_hash()
+    mobilenet = cli.config_from_args(_parse("/v", "-o", "/o"))
+    assert mobilenet.worker_settings().tracker_params["appearance_threshold"] == 0.7
+    assert mobilenet.tracker_params()[1].source == "default"
+    # A file that is another known model than --model names is refused before any work.
+    with pytest.raises(ValueError, match="set the name to"):
+        cli.config_from_args(
+            _parse(
+                "/v", "-o", "/o", "--model", "mobilenetv2-imagenet", "--model-path", str(XML_0288)
+            )
+        )

@@ -154,3 +154,81 @@ def test_cli_module_imports_nothing_heavy() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert output.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------- --reid: the model vocabulary
+OMZ = Path(__file__).resolve().parents[2] / ".." / "shared" / "models" / "intel-omz"
+O288 = "person-reidentification-retail-0288"
+XML_0288 = OMZ / O288 / "FP16" / f"{O288}.xml"
+
+
+def test_reid_flags_become_a_model_choice(easy_root: Path) -> None:
+    from ray_deepsort.pipeline.embedder import ModelChoice
+
+    with_frames = [MotSequence(easy_root / "EASY-A")]
+    without = [MotSequence(easy_root / "EASY-B")]
+    choice = cli.reid_choice
+    assert choice(parse(["x"]), with_frames) == ModelChoice()
+    assert choice(parse(["x"]), without) is None  # auto: nothing to embed
+    assert choice(parse(["x", "--reid", "none"]), with_frames) is None
+    assert choice(parse(["x", "--reid", O288]), without) == ModelChoice(name=O288)
+    assert choice(parse(["x", "--reid", "resnet50", "--device", "cpu"]), with_frames) == (
+        ModelChoice(name="resnet50", device="cpu")
+    )
+    assert choice(parse(["x", "--reid", "/m/x.xml", "--reid-backend", "openvino"]), without) == (
+        ModelChoice(name="", path="/m/x.xml", backend="openvino")
+    )
+    assert choice(parse(["x", "--reid", O288, "--reid-path", "/m/0288"]), with_frames) == (
+        ModelChoice(name=O288, path="/m/0288")
+    )
+    assert choice(parse(["x", "--reid-path", "/m/x.onnx"]), with_frames) == ModelChoice(
+        name="", path="/m/x.onnx"
+    )
+    with pytest.raises(ValueError, match="leave out --reid-path"):
+        choice(parse(["x", "--reid", "/m/x.xml", "--reid-path", "/m/y.xml"]), with_frames)
+
+
+def test_eval_cli_reports_a_model_that_does_not_load(
+    easy_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = parse([str(easy_root), "--reid", str(tmp_path / "missing.xml")])
+    assert cli.run(args, out=io.StringIO()) == 2
+    assert "missing.xml" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not XML_0288.is_file(), reason="needs ../shared/models/intel-omz")
+def test_eval_cli_names_the_model_and_its_gate(easy_root: Path, tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    from ray_deepsort.reid.known_models import KNOWN_MODELS
+
+    gate = KNOWN_MODELS[O288].spec.appearance_threshold
+    out = io.StringIO()
+    args = parse(
+        [
+            str(easy_root / "EASY-A"),
+            "--reid",
+            str(XML_0288),
+            "--device",
+            "cpu",
+            "--json",
+            str(tmp_path / "metrics.json"),
+        ]
+    )
+    assert cli.run(args, out=out) == 0
+    assert f"reid: {O288} (openvino), appearance gate {gate:.2f}" in out.getvalue()
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    assert report["metrics"]["EASY-A"]["reid"] == O288
+    weight = KNOWN_MODELS[O288].spec.appearance_weight
+    assert report["reid"] == {
+        "model": O288,
+        "backend": "openvino",
+        "appearance_threshold": gate,
+        "appearance_weight": weight,
+    }
+    # An explicit gate wins over the model's.
+    out = io.StringIO()
+    args = parse(
+        [str(easy_root / "EASY-A"), "--reid", str(XML_0288), "--appearance-threshold", "0.5"]
+    )
+    assert cli.run(args, out=out) == 0
+    assert f"reid: {O288} (openvino), appearance gate 0.50" in out.getvalue()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import zlib
+from dataclasses import replace
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from ray_deepsort.core import DeepSORTTracker, Detections
+from ray_deepsort.core import DEFAULT_APPEARANCE_THRESHOLD, DeepSORTTracker, Detections, is_default
 from ray_deepsort.pipeline import (
     EmbedItem,
     FrameEmbedder,
@@ -19,9 +22,18 @@ from ray_deepsort.pipeline import (
     TrackRequest,
     shard_of,
 )
-from ray_deepsort.pipeline.actors import PlacementError, plan_actors
-from ray_deepsort.pipeline.embedder import DEFAULT_CPU_FORWARD_BATCH, forward_batch_size
+from ray_deepsort.pipeline.actors import PlacementError, embedder_choice, plan_actors
+from ray_deepsort.pipeline.embedder import (
+    DEFAULT_CPU_FORWARD_BATCH,
+    ModelChoice,
+    forward_batch_size,
+    load_reid_model,
+    recommended_gate,
+    resolve_gate,
+    tracker_params_with_gate,
+)
 from ray_deepsort.pipeline.types import EmbedBatchResult, EmbedOutcome
+from ray_deepsort.reid.known_models import KNOWN_MODELS
 from ray_deepsort.synthetic import SceneConfig, SyntheticScene
 
 PARAMS = {"minimum_consecutive_frames": 2}
@@ -220,9 +232,7 @@ def test_frame_embedder_batches_frames_and_reports_bad_images() -> None:
 
 @pytest.mark.slow
 def test_frame_embedder_with_reid_model_matches_tracker_embedding() -> None:
-    from ray_deepsort.pipeline.embedder import ModelSpec, load_reid_model
-
-    model = load_reid_model(ModelSpec(device="cpu", input_size=(64, 32)))
+    model = load_reid_model(ModelChoice(device="cpu", input_size=(64, 32)))
     scene = _scene(5)
     frames = [scene.frame(i) for i in (0, 1)]
     dets = [scene.detections(i) for i in (0, 1)]
@@ -302,3 +312,181 @@ def test_shard_restore_of_a_missing_checkpoint_starts_fresh(tmp_path) -> None:
     assert len(output.results) == 1 and "lost" in shard.registry
     with pytest.raises(RuntimeError, match="checkpoint storage"):
         TrackerShard(PARAMS, 0, 1).process([_request("x", 0, det, restore=True)])
+
+
+# ---------------------------------------------------------------------------- model choice
+OMZ = Path(__file__).resolve().parents[2] / ".." / "shared" / "models" / "intel-omz"
+O288 = "person-reidentification-retail-0288"
+XML_0288 = OMZ / O288 / "FP16" / f"{O288}.xml"
+ONNX_0267 = OMZ / "person-reidentification-retail-0267" / "person-reidentification-retail-0267.onnx"
+GATE_0288 = KNOWN_MODELS[O288].spec.appearance_threshold
+GATE_0267 = KNOWN_MODELS["person-reidentification-retail-0267"].spec.appearance_threshold
+needs_omz = pytest.mark.skipif(not XML_0288.is_file(), reason="needs ../shared/models/intel-omz")
+
+
+def test_model_choice_is_plain_data_and_checks_its_values() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from ray_deepsort.pipeline.embedder import ModelChoice, recommended_gate\n"
+        "recommended_gate(ModelChoice(name='person-reidentification-retail-0288'))\n"
+        "print(sorted(m for m in ('torch', 'timm', 'ray', 'openvino') if m in sys.modules))"
+    )
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert output.stdout.strip() == "[]", output.stderr
+    assert ModelChoice(input_size=[64, 32]).input_size == (64, 32)
+    for bad, message in [
+        ({"backend": "tensorrt"}, "backend"),
+        ({"precision": "int8"}, "precision"),
+        ({"threads": -1}, "threads"),
+        ({"name": "", "path": ""}, "name"),
+        ({"input_size": (0, 32)}, "input_size"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            ModelChoice(**bad)
+    assert not ModelChoice(name="none").enabled and ModelChoice().enabled
+    assert ModelChoice(name="mobilenetv2_100").describe() == "mobilenetv2-imagenet"
+    assert ModelChoice(name="", path="/m/x.onnx").describe() == "x.onnx"
+    assert ModelChoice(name="osnet_x1_0", path="/m/w.pt").describe() == "osnet_x1_0 from w.pt"
+
+
+def test_recommended_gate_by_name() -> None:
+    assert GATE_0288 is not None and GATE_0267 is not None
+    assert recommended_gate(ModelChoice(name=O288)) == GATE_0288
+    assert recommended_gate(ModelChoice(name="person-reidentification-retail-0267")) == GATE_0267
+    for name in ("mobilenetv2-imagenet", "mobilenetv2_100", "resnet50", "none", "NONE"):
+        assert recommended_gate(ModelChoice(name=name)) is None, name
+
+
+@needs_omz
+def test_recommended_gate_by_checksum(tmp_path: Path) -> None:
+    assert recommended_gate(ModelChoice(name="", path=str(XML_0288))) == GATE_0288
+    assert recommended_gate(ModelChoice(name="", path=str(ONNX_0267))) == GATE_0267
+    folder = ModelChoice(name=O288, path=str(XML_0288.parent))
+    assert recommended_gate(folder) == GATE_0288
+    unknown = tmp_path / "mine.onnx"
+    unknown.write_bytes(b"not a known model")
+    assert recommended_gate(ModelChoice(name="", path=str(unknown))) is None
+    assert recommended_gate(ModelChoice(name="", path=str(tmp_path / "missing.xml"))) is None
+    with pytest.raises(ValueError, match="set the name to 'person-reidentification-retail-0288'"):
+        recommended_gate(ModelChoice(path=str(XML_0288)))  # name left at mobilenetv2-imagenet
+
+
+@needs_omz
+def test_resolve_gate_as_the_jobs_do(caplog: pytest.LogCaptureFixture) -> None:
+    omz = ModelChoice(name="", path=str(XML_0288))
+    gate = resolve_gate(DEFAULT_APPEARANCE_THRESHOLD, omz)
+    assert (gate.value, gate.source) == (GATE_0288, "model") and type(gate.value) is float
+    weight = KNOWN_MODELS[O288].spec.appearance_weight
+    assert weight is not None and gate.weight == weight
+    settings = f"appearance gate {GATE_0288:.2f}, weight {weight:.2f}"
+    assert gate.describe() == f"{settings} from {O288}"
+    named = resolve_gate(DEFAULT_APPEARANCE_THRESHOLD, ModelChoice(name=O288))
+    assert named.describe() == f"{settings} from {O288}"
+    explicit = resolve_gate(0.7, omz, 0.5)  # written by the user: stays
+    assert (explicit.value, explicit.source, explicit.weight) == (0.7, "explicit", 0.5)
+    mobilenet = resolve_gate(DEFAULT_APPEARANCE_THRESHOLD, ModelChoice())
+    assert (mobilenet.value, mobilenet.source) == (0.7, "default")
+    assert "mobilenetv2-imagenet recommends none" in mobilenet.describe()
+    assert resolve_gate(DEFAULT_APPEARANCE_THRESHOLD, None).value == 0.7
+    params, gate = tracker_params_with_gate(
+        {"appearance_threshold": DEFAULT_APPEARANCE_THRESHOLD}, omz
+    )
+    assert params["appearance_threshold"] == GATE_0288 and not is_default(
+        params["appearance_threshold"]
+    )
+    with caplog.at_level(logging.WARNING):
+        gone = resolve_gate(DEFAULT_APPEARANCE_THRESHOLD, ModelChoice(name="", path="/no/m.xml"))
+    assert gone.value == 0.7 and "not readable here" in caplog.text
+
+
+def test_embedder_actors_get_their_cpus_as_threads() -> None:
+    cpu = plan_actors({"CPU": 8.0}, reid_enabled=True, num_shards=1, embedder_num_cpus=2.5)
+    choice = embedder_choice(ModelChoice(), cpu)
+    assert (choice.threads, choice.device) == (2, "cpu")
+    small = plan_actors({"CPU": 8.0}, reid_enabled=True, num_shards=1, embedder_num_cpus=0.5)
+    assert embedder_choice(ModelChoice(), small).threads == 1
+    assert embedder_choice(ModelChoice(threads=3, device="cuda"), small) == ModelChoice(
+        threads=3, device="cuda"
+    )
+    gpu = plan_actors({"CPU": 8.0, "GPU": 1.0}, reid_enabled=True, num_shards=1)
+    assert embedder_choice(ModelChoice(), gpu).device == "auto"
+
+
+class _Recorder:
+    """Stands in for a ReIDModel constructor: records its call."""
+
+    def __init__(self, calls: list, name: str) -> None:
+        self.calls, self.name = calls, name
+
+    def __call__(self, *args: object, **kwargs: object) -> str:
+        self.calls.append((self.name, args, kwargs))
+        return self.name
+
+
+def test_load_reid_model_branches(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ray_deepsort.reid import ReIDModel
+
+    calls: list = []
+    for name in ("from_pretrained", "from_file", "mobilenetv2_imagenet", "from_timm"):
+        monkeypatch.setattr(ReIDModel, name, _Recorder(calls, name))
+    common = {"device": "cpu", "max_batch_size": 128, "precision": "auto"}
+    cases = [
+        (ModelChoice(name=O288, path="/m/0288"), "from_pretrained", (O288,), {"path": "/m/0288"}),
+        (ModelChoice(name="", path="/m/x.onnx"), "from_file", ("/m/x.onnx",), {}),
+        (ModelChoice(name="osnet_x1_0", path="/m/w.pt"), "from_file", ("/m/w.pt",), {}),
+        (ModelChoice(name=O288, backend="openvino"), "from_pretrained", (O288,), {}),
+        (ModelChoice(), "mobilenetv2_imagenet", (), {}),
+        (ModelChoice(name="mobilenetv2_100", threads=2), "mobilenetv2_imagenet", (), {}),
+        (ModelChoice(name="resnet50", pretrained=False), "from_timm", ("resnet50",), {}),
+    ]
+    for choice, expected, args, extra in cases:
+        calls.clear()
+        assert load_reid_model(replace(choice, device="cpu", input_size=(64, 32))) == expected
+        ((name, got_args, kwargs),) = calls
+        assert got_args == args, choice
+        assert {k: kwargs[k] for k in common} == common
+        assert kwargs["threads"] == (choice.threads or None)
+        assert kwargs["input_size"] == (64, 32)
+        for key, value in extra.items():
+            assert kwargs[key] == value
+    calls.clear()
+    load_reid_model(ModelChoice(name="osnet_x1_0", path="/m/w.pt"))
+    assert calls[0][2]["architecture"] == "osnet_x1_0" and calls[0][2]["backend"] is None
+    calls.clear()
+    load_reid_model(ModelChoice(name="resnet50", pretrained=False, backend="openvino"))
+    assert calls[0][2]["pretrained"] is False and calls[0][2]["backend"] == "openvino"
+    assert "input_size" not in calls[0][2]  # None: the model's own
+    calls.clear()
+    load_reid_model(ModelChoice())
+    assert calls[0][2]["backend"] == "torch"
+    with pytest.raises(ValueError, match="none"):
+        load_reid_model(ModelChoice(name="none"))
+
+
+@needs_omz
+def test_load_reid_model_known_ir_from_path_file_and_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ray_deepsort.reid.download import CACHE_ENV
+
+    frame = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    boxes = np.array([[10, 10, 50, 110], [80, 20, 130, 115]], np.float32)
+    reference = load_reid_model(ModelChoice(name="", path=str(XML_0288), device="cpu", threads=1))
+    assert reference.spec.name == O288 and reference.backend.name == "openvino"
+    expected = reference.embed(frame, boxes)
+    # The cache, as `from_pretrained(name)` fills it (linked here: nothing is downloaded).
+    cached = tmp_path / "models" / O288 / "FP16"
+    cached.mkdir(parents=True)
+    for suffix in (".xml", ".bin"):
+        (cached / f"{O288}{suffix}").symlink_to(XML_0288.with_suffix(suffix).resolve())
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    for choice in (
+        ModelChoice(name=O288, path=str(XML_0288.parent), device="cpu", threads=1),
+        ModelChoice(name=O288, device="cpu", threads=1, backend="openvino"),
+    ):
+        model = load_reid_model(choice)
+        assert model.spec.appearance_threshold == GATE_0288
+        np.testing.assert_allclose(model.embed(frame, boxes), expected, atol=1e-5)

@@ -284,3 +284,168 @@ def test_tracker_config_defaults_are_the_trackers_own() -> None:
     for name, value in TrackerConfig().params().items():
         assert name in signature, name
         assert signature[name].default == value, name
+
+
+# ------------------------------------------------------------------- the model and its gate
+OMZ = ROOT / ".." / "shared" / "models" / "intel-omz"
+O288 = "person-reidentification-retail-0288"
+XML_0288 = OMZ / O288 / "FP16" / f"{O288}.xml"
+
+
+def _flags(*argv: str) -> StreamConfig:
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args(["--config", str(DEFAULT_TOML), *argv])
+    return load_config(args.config, cli.overrides_from_args(args))
+
+
+def test_model_keys_become_a_model_choice() -> None:
+    from ray_deepsort.pipeline.embedder import ModelChoice
+
+    default = load_config(DEFAULT_TOML)
+    assert default.model_choice() == ModelChoice()  # mobilenetv2-imagenet, its own input size
+    config = load_config(
+        DEFAULT_TOML,
+        [
+            f'model.name="{O288}"',
+            'model.path="/models/0288"',
+            "model.backend=openvino",
+            "model.threads=2",
+            "model.precision=bf16",
+            "model.device=cpu",
+            "model.pretrained=false",
+            "model.input_height=128",
+            "model.input_width=64",
+        ],
+    )
+    assert config.model_choice(max_batch_size=16) == ModelChoice(
+        name=O288,
+        path="/models/0288",
+        backend="openvino",
+        device="cpu",
+        threads=2,
+        precision="bf16",
+        pretrained=False,
+        max_batch_size=16,
+        input_size=(128, 64),
+    )
+    # The old spelling still means the bundled trunk.
+    old = load_config(None, ["model.name=mobilenetv2_100"])
+    assert old.model_choice().describe() == "mobilenetv2-imagenet" and old.reid_enabled
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ('model.checkpoint="w.pt"', "model.checkpoint is gone: put the weights file in model.path"),
+        ("model.backend=tensorrt", "model.backend must be one of"),
+        ("model.precision=int8", "model.precision must be one of"),
+        ("model.threads=-1", "model.threads must be >= 0"),
+        ("model.input_height=128", "set both, or neither"),
+        ('model.name=""', "model.name (or path) must be set"),
+        ("tracker.gating_threshold=-1", "tracker.gating_threshold must be >= 0"),
+        ("tracker.max_lost_tracks=-1", "tracker: max_lost_tracks"),
+    ],
+)
+def test_invalid_model_and_tracker_keys(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(DEFAULT_TOML, [override])
+    assert message in str(info.value)
+
+
+def test_model_flags() -> None:
+    config = _flags("--model", O288, "--model-path", "/m/0288", "--model-backend", "openvino")
+    assert (config.model.name, config.model.path, config.model.backend) == (
+        O288,
+        "/m/0288",
+        "openvino",
+    )
+    alone = _flags("--model-path", "/m/0288/FP16/x.xml")  # the file says which model it is
+    assert (alone.model.name, alone.model.path) == ("", "/m/0288/FP16/x.xml")
+    assert _flags("--model", "none").reid_enabled is False
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--checkpoint", "w.pt"])
+
+
+def test_appearance_threshold_is_left_to_the_model_unless_set() -> None:
+    from ray_deepsort.core import is_default
+
+    shipped = load_config(DEFAULT_TOML)
+    assert is_default(shipped.tracker.appearance_threshold)  # commented out in the file
+    assert is_default(shipped.tracker.params()["appearance_threshold"])
+    explicit = load_config(DEFAULT_TOML, ["tracker.appearance_threshold=0.7"])
+    assert explicit.tracker.appearance_threshold == 0.7
+    assert not is_default(explicit.tracker.params()["appearance_threshold"])
+    assert "\nappearance_threshold" not in DEFAULT_TOML.read_text()
+    assert load_config(DEFAULT_TOML).tracker.params()["gating_threshold"] is None
+    assert load_config(None, ["tracker.gating_threshold=9.4877"]).tracker.params()[
+        "gating_threshold"
+    ] == pytest.approx(9.4877)
+
+
+class _StopAtActors(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("overrides", "source"),
+    [
+        ([], "model"),
+        (["tracker.appearance_threshold=0.7"], "explicit"),
+        (['model.name="mobilenetv2_100"', 'model.path=""'], "default"),
+    ],
+)
+def test_stream_job_gives_shards_the_resolved_gate(
+    overrides: list[str],
+    source: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    if not XML_0288.is_file():
+        pytest.skip("needs ../shared/models/intel-omz")
+    import logging
+
+    import ray
+
+    from ray_deepsort.pipeline import actors
+    from ray_deepsort.reid.known_models import KNOWN_MODELS
+    from ray_deepsort.stream.job import StreamJob
+
+    started: dict[str, object] = {}
+
+    def start_actors(plan: object, model: object, tracker_params: dict, *_: object, **__: object):
+        started.update(model=model, params=tracker_params)
+        raise _StopAtActors
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0})
+    monkeypatch.setattr(actors, "start_actors", start_actors)
+    config = load_config(
+        DEFAULT_TOML, ['model.name=""', f"model.path={str(XML_0288)!r}", *overrides]
+    )
+    with caplog.at_level(logging.INFO, logger="ray_deepsort.stream"), pytest.raises(_StopAtActors):
+        StreamJob(config).run()
+    gate = started["params"]["appearance_threshold"]
+    expected = {
+        "model": KNOWN_MODELS[O288].spec.appearance_threshold,
+        "explicit": 0.7,
+        "default": 0.7,
+    }[source]
+    assert gate == expected and type(gate) is float
+    weight = started["params"]["appearance_weight"]
+    assert weight == (KNOWN_MODELS[O288].spec.appearance_weight if source != "default" else 0.5)
+    line = {
+        "model": f"appearance gate {expected:.2f}, weight {weight:.2f} from {O288}",
+        "explicit": f"appearance gate 0.70, weight {weight:.2f} (gate set explicitly)",
+        "default": "appearance gate 0.70, weight 0.50 (defaults; mobilenetv2-imagenet recommends "
+        "none)",
+    }[source]
+    assert line in caplog.text
+
+
+@pytest.mark.skipif(not XML_0288.is_file(), reason="needs ../shared/models/intel-omz")
+def test_a_model_file_that_is_another_known_model_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=f"set the name to '{O288}'"):
+        load_config(DEFAULT_TOML, [f"model.path={str(XML_0288)!r}"])  # name: mobilenetv2-imagenet
+    assert _flags("--model-path", str(XML_0288)).model.name == ""  # the flag alone is fine
