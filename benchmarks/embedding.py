@@ -1,6 +1,11 @@
-"""Appearance-embedding throughput: batched crops on the device vs. the per-crop PIL pipeline.
+"""Appearance-embedding throughput: every backend and model, and the per-crop PIL pipeline.
 
-For each backbone (random weights: speed does not depend on them) at 256x128 input, prints
+First, every backend and model (`--backend-models`): MobileNetV2 in torch eager, converted to
+OpenVINO in memory and exported to ONNX Runtime; Intel's person-ReID IRs (../shared) in
+OpenVINO; the 0267 ONNX in ONNX Runtime. crops/s of `ReIDModel.embed` by batch size, on one
+thread and on all cores, with the OpenVINO / torch ratio for MobileNetV2 (same weights).
+
+Then, for each backbone (random weights: speed does not depend on them) at 256x128 input, prints
 crops/s of `ReIDModel.embed` by batch size, and separately the crop + preprocess stage (uint8
 upload, aspect widening, roi_align, normalisation) that feeds it. Then it times, in the same
 run, the per-crop pipeline of Roboflow trackers 2.0.2rc0's ReIDModel (numpy slice -> PIL ->
@@ -16,6 +21,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -33,6 +39,123 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--frame-size", nargs=2, type=int, default=[1080, 1920], metavar=("H", "W"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--backend-models",
+        nargs="*",
+        default=list(BACKEND_MODELS),
+        help=f"backend/model pairs to time (default all: {', '.join(BACKEND_MODELS)}); "
+        "none skips the section",
+    )
+    parser.add_argument("--skip-peer", action="store_true", help="only the backend section")
+
+
+OMZ = Path(__file__).resolve().parents[1] / ".." / "shared" / "models" / "intel-omz"
+BACKEND_MODELS = (
+    "mobilenetv2/torch",
+    "mobilenetv2/openvino",
+    "mobilenetv2/onnxruntime",
+    "omz-0288/openvino",
+    "omz-0287/openvino",
+    "omz-0287-int8/openvino",
+    "omz-0267/onnxruntime",
+)
+_OMZ_FILES = {
+    "omz-0288": "person-reidentification-retail-0288/FP16/person-reidentification-retail-0288.xml",
+    "omz-0287": "person-reidentification-retail-0287/FP16/person-reidentification-retail-0287.xml",
+    "omz-0287-int8": "person-reidentification-retail-0287/FP16-INT8/"
+    "person-reidentification-retail-0287.xml",
+    "omz-0267": "person-reidentification-retail-0267/person-reidentification-retail-0267.onnx",
+}
+
+
+def load_backend_model(key: str, threads: int, workdir: Path) -> object:
+    """The ReIDModel of a BACKEND_MODELS key, on the CPU with `threads` threads."""
+    import torch
+
+    from ray_deepsort.reid import ReIDModel
+
+    name, backend = key.split("/")
+    if name == "mobilenetv2":
+        if backend in ("torch", "openvino"):
+            return ReIDModel.mobilenetv2_imagenet(
+                device="cpu", backend=backend, threads=threads, precision="f32"
+            )
+        reference = ReIDModel.mobilenetv2_imagenet(device="cpu")
+        path = workdir / "mobilenetv2.onnx"
+        if not path.exists():
+            torch.onnx.export(
+                reference.backbone.float(),
+                torch.zeros(1, 3, *reference.input_size),
+                path,
+                dynamo=False,
+                input_names=["data"],
+                dynamic_axes={"data": {0: "n"}},
+            )
+        spec = reference.spec
+        return ReIDModel.from_file(
+            path,
+            backend=backend,
+            device="cpu",
+            threads=threads,
+            input_color_order=spec.input_color_order,
+            mean=spec.mean,
+            std=spec.std,
+            crop=spec.crop,
+        )
+    return ReIDModel.from_file(OMZ / _OMZ_FILES[name], backend=backend, device="cpu",
+                               threads=threads)  # fmt: skip
+
+
+def bench_backends(args: argparse.Namespace, frame: np.ndarray, all_boxes: np.ndarray) -> None:
+    """crops/s per backend/model, batch size and thread count; ratios against torch."""
+    import os
+    import tempfile
+
+    import torch
+
+    keys = [k for k in args.backend_models if k != "none"]
+    if not keys:
+        return
+    missing = [k for k in keys if not k.startswith("mobilenetv2") and not OMZ.is_dir()]
+    if missing:
+        print(f"skipping {missing}: {OMZ} is not there")
+        keys = [k for k in keys if k not in missing]
+    thread_counts = sorted({1, os.cpu_count() or 1})
+    rates: dict[tuple[str, int, int], float] = {}
+    print(
+        f"\n{'backend/model':<24} {'threads':>7} "
+        + " ".join(f"{'B=' + str(b):>9}" for b in args.batch_sizes)
+        + "   (crops/s)"
+    )
+    with tempfile.TemporaryDirectory() as workdir:
+        for key in keys:
+            for threads in thread_counts:
+                torch.set_num_threads(threads)
+                model = load_backend_model(key, threads, Path(workdir))
+                cells = []
+                for batch in args.batch_sizes:
+                    boxes = all_boxes[:batch]
+                    wall, _ = time_calls(
+                        lambda m=model, b=boxes: m.embed(frame, b), args.min_time, lambda: None
+                    )
+                    rates[key, threads, batch] = batch / wall
+                    cells.append(f"{batch / wall:>9.1f}")
+                print(f"{key:<24} {threads:>7} " + " ".join(cells), flush=True)
+    batches = args.batch_sizes
+    first = batches[0]
+    for threads in thread_counts:
+        for other in ("mobilenetv2/openvino", "mobilenetv2/onnxruntime"):
+            torch_rates = {
+                b: rates.get(("mobilenetv2/torch", threads, b)) for b in args.batch_sizes
+            }
+            if torch_rates[first] is None or (other, threads, first) not in rates:
+                continue
+            ratios = ", ".join(
+                f"B={b}: {rates[other, threads, b] / torch_rates[b]:.2f}x" for b in args.batch_sizes
+            )
+            print(f"{other} / mobilenetv2/torch, {threads} thread(s): {ratios}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
 
 def make_frame_and_boxes(
@@ -174,8 +297,10 @@ def run(args: argparse.Namespace) -> int:
         f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
         f"frame {width}x{height}, input 256x128, min {args.min_time:.1f} s per point"
     )
-    for model_name in args.models:
-        bench_model(model_name, args, frame, all_boxes)
+    bench_backends(args, frame, all_boxes)
+    if not args.skip_peer:
+        for model_name in args.models:
+            bench_model(model_name, args, frame, all_boxes)
     return 0
 
 

@@ -176,9 +176,15 @@ def test_archive_resolves_the_gate_like_the_stream_job() -> None:
     assert explicit.worker_settings().tracker_params["appearance_threshold"] == 0.7
     assert explicit.tracker_params()[1].source == "explicit"
     assert explicit.config_hash() != omz.config_hash()
+    from ray_deepsort.reid.known_models import KNOWN_MODELS
+
     mobilenet = cli.config_from_args(_parse("/v", "-o", "/o"))
-    assert mobilenet.worker_settings().tracker_params["appearance_threshold"] == 0.7
-    assert mobilenet.tracker_params()[1].source == "default"
+    gate = KNOWN_MODELS["mobilenetv2-imagenet"].spec.appearance_threshold
+    assert mobilenet.worker_settings().tracker_params["appearance_threshold"] == gate
+    assert mobilenet.tracker_params()[1].source == "model"
+    timm = cli.config_from_args(_parse("/v", "-o", "/o", "--model", "resnet50"))
+    assert timm.worker_settings().tracker_params["appearance_threshold"] == 0.7
+    assert timm.tracker_params()[1].source == "default"
     # A file that is another known model than --model names is refused before any work.
     with pytest.raises(ValueError, match="set the name to"):
         cli.config_from_args(

@@ -356,7 +356,10 @@ def test_recommended_gate_by_name() -> None:
     assert GATE_0288 is not None and GATE_0267 is not None
     assert recommended_gate(ModelChoice(name=O288)) == GATE_0288
     assert recommended_gate(ModelChoice(name="person-reidentification-retail-0267")) == GATE_0267
-    for name in ("mobilenetv2-imagenet", "mobilenetv2_100", "resnet50", "none", "NONE"):
+    mobilenet_gate = KNOWN_MODELS["mobilenetv2-imagenet"].spec.appearance_threshold
+    for name in ("mobilenetv2-imagenet", "mobilenetv2_100"):
+        assert recommended_gate(ModelChoice(name=name)) == mobilenet_gate, name
+    for name in ("resnet50", "none", "NONE"):
         assert recommended_gate(ModelChoice(name=name)) is None, name
 
 
@@ -388,8 +391,12 @@ def test_resolve_gate_as_the_jobs_do(caplog: pytest.LogCaptureFixture) -> None:
     explicit = resolve_gate(0.7, omz, 0.5)  # written by the user: stays
     assert (explicit.value, explicit.source, explicit.weight) == (0.7, "explicit", 0.5)
     mobilenet = resolve_gate(DEFAULT_APPEARANCE_THRESHOLD, ModelChoice())
-    assert (mobilenet.value, mobilenet.source) == (0.7, "default")
-    assert "mobilenetv2-imagenet recommends none" in mobilenet.describe()
+    mobilenet_spec = KNOWN_MODELS["mobilenetv2-imagenet"].spec
+    assert (mobilenet.value, mobilenet.source) == (mobilenet_spec.appearance_threshold, "model")
+    assert mobilenet.weight == 0.5  # it recommends no weight
+    timm = resolve_gate(DEFAULT_APPEARANCE_THRESHOLD, ModelChoice(name="resnet50"))
+    assert (timm.value, timm.source) == (0.7, "default")
+    assert "resnet50 recommends none" in timm.describe()
     assert resolve_gate(DEFAULT_APPEARANCE_THRESHOLD, None).value == 0.7
     params, gate = tracker_params_with_gate(
         {"appearance_threshold": DEFAULT_APPEARANCE_THRESHOLD}, omz

@@ -394,7 +394,7 @@ class _StopAtActors(Exception):
     [
         ([], "model"),
         (["tracker.appearance_threshold=0.7"], "explicit"),
-        (['model.name="mobilenetv2_100"', 'model.path=""'], "default"),
+        (['model.name="resnet50"', 'model.path=""'], "default"),
     ],
 )
 def test_stream_job_gives_shards_the_resolved_gate(
@@ -438,8 +438,7 @@ def test_stream_job_gives_shards_the_resolved_gate(
     line = {
         "model": f"appearance gate {expected:.2f}, weight {weight:.2f} from {O288}",
         "explicit": f"appearance gate 0.70, weight {weight:.2f} (gate set explicitly)",
-        "default": "appearance gate 0.70, weight 0.50 (defaults; mobilenetv2-imagenet recommends "
-        "none)",
+        "default": "appearance gate 0.70, weight 0.50 (defaults; resnet50 recommends none)",
     }[source]
     assert line in caplog.text
 
