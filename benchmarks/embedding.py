@@ -53,6 +53,7 @@ OMZ = Path(__file__).resolve().parents[1] / ".." / "shared" / "models" / "intel-
 BACKEND_MODELS = (
     "mobilenetv2/torch",
     "mobilenetv2/openvino",
+    "mobilenetv2/openvino-f32",
     "mobilenetv2/onnxruntime",
     "omz-0288/openvino",
     "omz-0287/openvino",
@@ -75,10 +76,12 @@ def load_backend_model(key: str, threads: int, workdir: Path) -> object:
     from ray_deepsort.reid import ReIDModel
 
     name, backend = key.split("/")
+    backend, _, precision = backend.partition("-")  # "openvino-f32": a fixed precision
+    precision = precision or "auto"
     if name == "mobilenetv2":
         if backend in ("torch", "openvino"):
             return ReIDModel.mobilenetv2_imagenet(
-                device="cpu", backend=backend, threads=threads, precision="f32"
+                device="cpu", backend=backend, threads=threads, precision=precision
             )
         reference = ReIDModel.mobilenetv2_imagenet(device="cpu")
         path = workdir / "mobilenetv2.onnx"
@@ -103,11 +106,15 @@ def load_backend_model(key: str, threads: int, workdir: Path) -> object:
             crop=spec.crop,
         )
     return ReIDModel.from_file(OMZ / _OMZ_FILES[name], backend=backend, device="cpu",
-                               threads=threads)  # fmt: skip
+                               threads=threads, precision=precision)  # fmt: skip
 
 
 def bench_backends(args: argparse.Namespace, frame: np.ndarray, all_boxes: np.ndarray) -> None:
-    """crops/s per backend/model, batch size and thread count; ratios against torch."""
+    """crops/s per backend/model, batch size and thread count; ratios against torch.
+
+    Two figures per cell: `embed` end to end (crop, preprocess, network) and, after the slash,
+    the network alone on the same preprocessed crops (what the backend itself changes).
+    """
     import os
     import tempfile
 
@@ -125,7 +132,7 @@ def bench_backends(args: argparse.Namespace, frame: np.ndarray, all_boxes: np.nd
     print(
         f"\n{'backend/model':<24} {'threads':>7} "
         + " ".join(f"{'B=' + str(b):>9}" for b in args.batch_sizes)
-        + "   (crops/s)"
+        + "   (crops/s: embed / network alone)"
     )
     with tempfile.TemporaryDirectory() as workdir:
         for key in keys:
@@ -138,22 +145,34 @@ def bench_backends(args: argparse.Namespace, frame: np.ndarray, all_boxes: np.nd
                     wall, _ = time_calls(
                         lambda m=model, b=boxes: m.embed(frame, b), args.min_time, lambda: None
                     )
+                    crops = torch.rand((batch, 3, *model.input_size)) * 255
+                    network = model.preprocess(crops)
+                    net, _ = time_calls(
+                        lambda m=model, x=network: m._forward(x), args.min_time, lambda: None
+                    )
                     rates[key, threads, batch] = batch / wall
-                    cells.append(f"{batch / wall:>9.1f}")
+                    rates[f"{key} network", threads, batch] = batch / net
+                    cells.append(f"{batch / wall:>6.0f} /{batch / net:>5.0f}")
                 print(f"{key:<24} {threads:>7} " + " ".join(cells), flush=True)
     batches = args.batch_sizes
     first = batches[0]
     for threads in thread_counts:
-        for other in ("mobilenetv2/openvino", "mobilenetv2/onnxruntime"):
-            torch_rates = {
-                b: rates.get(("mobilenetv2/torch", threads, b)) for b in args.batch_sizes
-            }
-            if torch_rates[first] is None or (other, threads, first) not in rates:
-                continue
-            ratios = ", ".join(
-                f"B={b}: {rates[other, threads, b] / torch_rates[b]:.2f}x" for b in args.batch_sizes
-            )
-            print(f"{other} / mobilenetv2/torch, {threads} thread(s): {ratios}")
+        for other in (
+            "mobilenetv2/openvino",
+            "mobilenetv2/openvino-f32",
+            "mobilenetv2/onnxruntime",
+        ):
+            for part in ("", " network"):
+                reference = {
+                    b: rates.get((f"mobilenetv2/torch{part}", threads, b)) for b in batches
+                }
+                if reference[first] is None or (other + part, threads, first) not in rates:
+                    continue
+                ratios = ", ".join(
+                    f"B={b}: {rates[other + part, threads, b] / reference[b]:.2f}x" for b in batches
+                )
+                label = "network alone" if part else "embed"
+                print(f"{other} / mobilenetv2/torch, {label}, {threads} thread(s): {ratios}")
     if args.threads:
         torch.set_num_threads(args.threads)
 
