@@ -8,6 +8,10 @@ and the gallery's bound `max_tracks * gallery_budget * dim * itemsize` (the stor
 past `max_tracks` slots; the track columns, about 0.6 KiB per slot, come on top). The peak over
 the run is reported too (the store grows by doubling, then shrinks).
 
+Validation (issue 16): the cost of `validate_state` on the final state_dict, per state and per
+track, next to the median `update()` of the last 50 frames at about the same track count (both
+in µs; `validate_share` = validation / one update).
+
     .venv/bin/python benchmarks/state_memory.py --json runs/state_memory.json
 """
 
@@ -16,11 +20,13 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import time
 from pathlib import Path
 
 import numpy as np
 
 from ray_deepsort.core import DeepSORTTracker
+from ray_deepsort.core.state import validate_state
 from ray_deepsort.stream.publish import identity_embeddings
 from ray_deepsort.synthetic import SceneConfig, SyntheticScene
 
@@ -31,16 +37,32 @@ def checkpoint_bytes(tracker: DeepSORTTracker) -> int:
     return buffer.tell()
 
 
+def validation_us(tracker: DeepSORTTracker, repeats: int = 20) -> float:
+    """Median µs of validating the tracker's state_dict (what `load_state_dict` adds)."""
+    state = tracker.state_dict()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        validate_state(state, tracker.gallery_budget)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)) * 1e6
+
+
 def measure(
     scene: SyntheticScene, dim: int, dtype: str, budget: int, max_tracks: int
 ) -> dict[str, float]:
     tracker = DeepSORTTracker(gallery_budget=budget, gallery_dtype=dtype, max_tracks=max_tracks)
     peak = 0
+    update_s = []
     for i in range(scene.num_frames):
         detections = scene.detections(i)
         vectors = identity_embeddings(detections.data["gt_id"], dim, 0, i)
+        start = time.perf_counter()
         tracker.update(detections, embeddings=vectors, frame_index=i)
+        update_s.append(time.perf_counter() - start)
         peak = max(peak, tracker.nbytes)
+    update_us = float(np.median(update_s[-50:])) * 1e6
+    validate_us = validation_us(tracker)
     tracks = max(len(tracker.tracks), 1)
     itemsize = np.dtype(dtype).itemsize
     saved = checkpoint_bytes(tracker)
@@ -55,6 +77,10 @@ def measure(
         "checkpoint_kib": round(saved / 1024, 1),
         "checkpoint_kib_per_track": round(saved / tracks / 1024, 1),
         "gallery_bound_mib": round(max_tracks * budget * dim * itemsize / 2**20, 1),
+        "validate_us": round(validate_us, 1),
+        "validate_us_per_track": round(validate_us / tracks, 2),
+        "update_us": round(update_us, 1),
+        "validate_share": round(validate_us / update_us, 3),
     }
 
 

@@ -196,10 +196,64 @@ class ManifestEntry:
         return json.dumps(self.__dict__, indent=1, sort_keys=True).encode("utf-8")
 
     @classmethod
-    def from_json(cls, data: bytes) -> ManifestEntry:
-        raw = json.loads(data.decode("utf-8"))
-        known = {name for name in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in raw.items() if k in known})
+    def from_json(cls, data: bytes, source: str = "manifest entry") -> ManifestEntry:
+        """Parse and type-check every field; `ManifestError` names `source` and the field."""
+        try:
+            raw = json.loads(data.decode("utf-8"))
+        except ValueError as error:  # UnicodeDecodeError and JSONDecodeError alike
+            raise ManifestError(f"{source}: not JSON ({error})") from None
+        if not isinstance(raw, dict):
+            raise ManifestError(f"{source}: must be a JSON object, got {type(raw).__name__}")
+        for name, expected in _ENTRY_FIELDS.items():
+            if name not in raw:
+                if name in _ENTRY_REQUIRED:
+                    raise ManifestError(f"{source}: field {name!r} is missing")
+                continue
+            value = raw[name]
+            ok = isinstance(value, expected) and not isinstance(value, bool)
+            if ok and expected is list:
+                ok = all(isinstance(item, str) for item in value)
+            if not ok or (isinstance(value, (int, float)) and value < 0):
+                raise ManifestError(
+                    f"{source}: field {name!r} must be {_ENTRY_TYPE_NAMES[expected]}, "
+                    f"got {value!r:.60}"
+                )
+        if raw["status"] not in ("done", "failed"):
+            raise ManifestError(f"{source}: field 'status' must be 'done' or 'failed'")
+        return cls(**{k: v for k, v in raw.items() if k in _ENTRY_FIELDS})
+
+
+class ManifestError(ValueError):
+    """An archive manifest entry that is not valid JSON or has a missing or mistyped field."""
+
+
+# Types of ManifestEntry's fields as read back from JSON (numbers must be >= 0).
+_ENTRY_FIELDS: dict[str, Any] = {
+    "key": str,
+    "path": str,
+    "kind": str,
+    "status": str,
+    "fingerprint": dict,
+    "config_hash": str,
+    "frames": int,
+    "rows": int,
+    "tracks": int,
+    "streams": list,
+    "files": list,
+    "reason": str,
+    "warnings": list,
+    "elapsed_s": (int, float),
+    "finished_at": str,
+    "version": int,
+}
+_ENTRY_REQUIRED = ("key", "path", "kind", "status")
+_ENTRY_TYPE_NAMES = {
+    str: "a string",
+    dict: "an object",
+    int: "an integer >= 0",
+    list: "a list of strings",
+    (int, float): "a number >= 0",
+}
 
 
 class Manifest:
@@ -218,7 +272,7 @@ class Manifest:
             if not name.endswith(".json") or name.startswith("."):
                 continue
             try:
-                entry = ManifestEntry.from_json(self.store.read_bytes(relative))
+                entry = ManifestEntry.from_json(self.store.read_bytes(relative), source=relative)
             except (ValueError, TypeError, OSError) as error:
                 problems.append(f"{relative}: {error}")
                 continue

@@ -8,6 +8,7 @@ from ray_deepsort.core.defaults import (
 )
 from ray_deepsort.core.detections import Detections
 from ray_deepsort.core.kalman_filter import CHI2_95_2DOF, CHI2_95_4DOF, KalmanFilter
+from ray_deepsort.core.state import InvalidTrackerState
 from ray_deepsort.core.tracker import DeepSORTTracker, Embedder
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "DefaultFloat",
     "Detections",
     "Embedder",
+    "InvalidTrackerState",
     "KalmanFilter",
     "is_default",
     "resolve_default",

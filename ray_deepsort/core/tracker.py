@@ -36,10 +36,8 @@ from ray_deepsort.core.nn_matching import (
     GalleryDtype,
     l2_normalize,
 )
+from ray_deepsort.core.state import STATE_FORMAT_VERSION, validate_state
 from ray_deepsort.core.tracks import TrackStore
-
-# 2: `last_xyah` column and the effective `appearance_threshold`; version 1 still loads.
-STATE_FORMAT_VERSION = 2
 
 ThresholdSource = Literal["model", "default", "explicit"]
 
@@ -615,30 +613,28 @@ class DeepSORTTracker:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore `state_dict()` output; later updates then match the original tracker's.
 
-        The saved appearance gate replaces this tracker's unless the caller set it explicitly.
-        Version-1 states (before long-term re-identification) load with each track's last
-        observed box taken from its filter mean.
+        The whole state is validated first (`ray_deepsort.core.state`): an incomplete or
+        inconsistent one raises `InvalidTrackerState` (a ValueError naming the field) and leaves
+        this tracker exactly as it was. The saved appearance gate replaces this tracker's unless
+        the caller set it explicitly. Version-1 states (before long-term re-identification) load
+        with each track's last observed box taken from its filter mean.
         """
-        version = int(state.get("format_version", -1))
-        if version not in (1, STATE_FORMAT_VERSION):
-            raise ValueError(f"unsupported tracker state format {version}")
-        if version == 1:
-            state = {**state, "last_xyah": np.asarray(state["mean"], np.float64)[:, :4]}
-        if int(state["gallery_budget"]) != self.gallery_budget:
-            raise ValueError(
-                f"state was saved with gallery_budget={int(state['gallery_budget'])}, "
-                f"this tracker has {self.gallery_budget}"
-            )
-        self.reset()
-        self.tracks.restore(state)
-        if self.appearance_threshold_source != "explicit" and "appearance_threshold" in state:
-            self.appearance_threshold = float(state["appearance_threshold"])
-        self.frame_count = int(state["frame_count"])
-        self.next_track_id = int(state["next_track_id"])
-        self.next_birth = int(state["next_birth"])
-        last_index = int(state["last_frame_index"])
+        clean = validate_state(state, self.gallery_budget)
+        tracks = TrackStore(
+            AppearanceGallery(self.gallery_budget, self.distance_metric, self.gallery_dtype),
+            max_capacity=self.max_tracks,
+        )
+        tracks.restore(clean)
+        # Nothing below can fail: the tracker changes all at once or not at all.
+        self.tracks = tracks
+        if self.appearance_threshold_source != "explicit" and "appearance_threshold" in clean:
+            self.appearance_threshold = clean["appearance_threshold"]
+        self.frame_count = clean["frame_count"]
+        self.next_track_id = clean["next_track_id"]
+        self.next_birth = clean["next_birth"]
+        last_index = clean["last_frame_index"]
         self.last_frame_index = None if last_index < 0 else last_index
-        last_timestamp = float(state["last_timestamp"])
+        last_timestamp = clean["last_timestamp"]
         self.last_timestamp = None if np.isnan(last_timestamp) else last_timestamp
 
 

@@ -22,6 +22,7 @@ import io
 import json
 import os
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,26 +91,46 @@ class PartitionManifest:
         return json.dumps(data, indent=1).encode("utf-8")
 
     @classmethod
-    def from_json(cls, data: bytes) -> PartitionManifest:
+    def from_json(cls, data: bytes, source: str = "manifest") -> PartitionManifest:
+        """Parse and check every field; `CheckpointError` names `source` and the field."""
         try:
             parsed = json.loads(data)
-            if parsed.get("format_version") != FORMAT_VERSION:
-                raise CheckpointError(f"unsupported manifest format {parsed.get('format_version')}")
-            streams = parsed["streams"]
-            if not isinstance(streams, dict) or not all(
-                isinstance(k, str) and v == stream_file_name(k) for k, v in streams.items()
-            ):
-                raise CheckpointError("manifest streams must map stream id -> its file name")
-            return cls(
-                topic=str(parsed["topic"]),
-                partition=int(parsed["partition"]),
-                offset=int(parsed["offset"]),
-                streams=dict(streams),
+        except (UnicodeDecodeError, ValueError) as error:
+            raise CheckpointError(f"{source}: malformed manifest: not JSON ({error})") from None
+        if not isinstance(parsed, dict):
+            raise CheckpointError(
+                f"{source}: malformed manifest: must be a JSON object, got {type(parsed).__name__}"
             )
-        except (KeyError, TypeError, ValueError) as error:
-            if isinstance(error, CheckpointError):
-                raise
-            raise CheckpointError(f"malformed manifest: {error}") from None
+        missing = [k for k in ("format_version", "topic", "partition", "offset", "streams")
+                   if k not in parsed]  # fmt: skip
+        if missing:
+            raise CheckpointError(f"{source}: malformed manifest: field {missing[0]!r} is missing")
+        if parsed["format_version"] != FORMAT_VERSION:
+            raise CheckpointError(
+                f"{source}: malformed manifest: field 'format_version': unsupported format "
+                f"{parsed['format_version']!r}"
+            )
+        if not isinstance(parsed["topic"], str):
+            raise CheckpointError(f"{source}: malformed manifest: field 'topic' must be a string")
+        for name in ("partition", "offset"):
+            value = parsed[name]
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise CheckpointError(
+                    f"{source}: malformed manifest: field {name!r} must be an integer >= 0"
+                )
+        streams = parsed["streams"]
+        if not isinstance(streams, dict) or not all(
+            isinstance(k, str) and v == stream_file_name(k) for k, v in streams.items()
+        ):
+            raise CheckpointError(
+                f"{source}: malformed manifest: field 'streams' must map stream id -> its file name"
+            )
+        return cls(
+            topic=parsed["topic"],
+            partition=parsed["partition"],
+            offset=parsed["offset"],
+            streams=dict(streams),
+        )
 
 
 def encode_stream(checkpoint: StreamCheckpoint) -> bytes:
@@ -131,29 +152,57 @@ def encode_stream(checkpoint: StreamCheckpoint) -> bytes:
     return buffer.getvalue()
 
 
-def decode_stream(data: bytes) -> StreamCheckpoint:
-    """Inverse of `encode_stream`; refuses pickled (object) arrays and missing metadata."""
+def decode_stream(data: bytes, source: str = "checkpoint") -> StreamCheckpoint:
+    """Inverse of `encode_stream`; refuses pickled (object) arrays and malformed metadata.
+
+    The tracker state itself is validated by `DeepSORTTracker.load_state_dict`.
+    """
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except (ValueError, OSError, EOFError) as error:  # object arrays raise ValueError
-        raise CheckpointError(f"not a checkpoint file: {error}") from None
-    try:
-        if int(arrays[f"{_META_PREFIX}format_version"]) != FORMAT_VERSION:
-            raise CheckpointError("unsupported checkpoint format")
-        return StreamCheckpoint(
-            stream_id=arrays[f"{_META_PREFIX}stream_id"].astype(np.uint8).tobytes().decode(),
-            topic=arrays[f"{_META_PREFIX}topic"].astype(np.uint8).tobytes().decode(),
-            partition=int(arrays[f"{_META_PREFIX}partition"]),
-            offset=int(arrays[f"{_META_PREFIX}offset"]),
-            state={
-                key[len(_STATE_PREFIX) :]: value
-                for key, value in arrays.items()
-                if key.startswith(_STATE_PREFIX)
-            },
-        )
-    except (KeyError, UnicodeDecodeError, TypeError) as error:
-        raise CheckpointError(f"checkpoint misses metadata: {error}") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:  # objects: ValueError
+        raise CheckpointError(f"{source}: not a checkpoint file: {error}") from None
+
+    def meta(name: str) -> np.ndarray:
+        key = f"{_META_PREFIX}{name}"
+        if key not in arrays:
+            raise CheckpointError(f"{source}: malformed checkpoint: field {key!r} is missing")
+        return arrays[key]
+
+    def integer(name: str) -> int:
+        value = meta(name)
+        if value.dtype.kind not in "iu" or value.size != 1 or int(value.reshape(())) < 0:
+            raise CheckpointError(
+                f"{source}: malformed checkpoint: field '{_META_PREFIX}{name}' must be an int >= 0"
+            )
+        return int(value.reshape(()))
+
+    def text(name: str) -> str:
+        value = meta(name)
+        if value.dtype != np.uint8 or value.ndim != 1:
+            raise CheckpointError(
+                f"{source}: malformed checkpoint: field '{_META_PREFIX}{name}' must be UTF-8 bytes"
+            )
+        try:
+            return value.tobytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise CheckpointError(
+                f"{source}: malformed checkpoint: field '{_META_PREFIX}{name}' is not UTF-8"
+            ) from None
+
+    if integer("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{source}: malformed checkpoint: unsupported checkpoint format")
+    return StreamCheckpoint(
+        stream_id=text("stream_id"),
+        topic=text("topic"),
+        partition=integer("partition"),
+        offset=integer("offset"),
+        state={
+            key[len(_STATE_PREFIX) :]: value
+            for key, value in arrays.items()
+            if key.startswith(_STATE_PREFIX)
+        },
+    )
 
 
 class CheckpointStore:
@@ -187,7 +236,7 @@ class CheckpointStore:
     def read_stream(self, topic: str, partition: int, stream_id: str) -> StreamCheckpoint:
         """The checkpoint of `stream_id`; checks it really is that stream's and partition's."""
         path = self.stream_path(topic, partition, stream_id)
-        checkpoint = decode_stream(self._read(path))
+        checkpoint = decode_stream(self._read(path), source=path)
         if (checkpoint.stream_id, checkpoint.topic, checkpoint.partition) != (
             stream_id,
             topic,
@@ -210,7 +259,7 @@ class CheckpointStore:
         path = self.manifest_path(topic, partition)
         if self.filesystem.get_file_info(path).type == pafs.FileType.NotFound:
             return None
-        manifest = PartitionManifest.from_json(self._read(path))
+        manifest = PartitionManifest.from_json(self._read(path), source=path)
         if (manifest.topic, manifest.partition) != (topic, partition):
             raise CheckpointError(f"{path} is the manifest of another partition")
         return manifest

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ray_deepsort.core import Detections
+from ray_deepsort.core import Detections, InvalidTrackerState
 from ray_deepsort.pipeline.checkpoint import CheckpointError, CheckpointStore, StreamCheckpoint
 from ray_deepsort.pipeline.registry import OutOfOrderFrameError, TrackerRegistry
 from ray_deepsort.pipeline.sharding import shard_of
@@ -122,11 +122,12 @@ class TrackerShard:
         topic, partition = request.position.source, request.position.partition
         try:
             checkpoint = self.checkpoints.read_stream(topic, partition, stream_id)
-        except CheckpointError as error:
+            # A state that fails validation (InvalidTrackerState) is never tracked on.
+            self.registry.load_state_dict({stream_id: checkpoint.state})
+        except (CheckpointError, InvalidTrackerState) as error:
             # Losing a stream's ids is bad; stopping every stream of the shard is worse.
             logger.error("stream %r starts with a fresh tracker: %s", stream_id, error)
             return
-        self.registry.load_state_dict({stream_id: checkpoint.state})
         self.restored_through[stream_id] = (topic, partition, checkpoint.offset)
 
     def _already_included(self, request: TrackRequest) -> bool:

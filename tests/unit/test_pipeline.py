@@ -305,6 +305,29 @@ def test_shard_writes_and_lazily_restores_checkpoints_skipping_included_frames(t
         np.testing.assert_array_equal(got.tracker_id, want.results[0].tracker_id)
 
 
+def test_shard_never_tracks_on_a_checkpoint_that_fails_validation(tmp_path, caplog) -> None:
+    """A stream file that reads but holds an invalid state (NaN in a track's filter) is refused
+    like a torn file: an ERROR naming the stream, then a fresh tracker (the documented policy)."""
+    from ray_deepsort.pipeline.checkpoint import CheckpointStore, StreamCheckpoint
+
+    scene = _scene(4, frames=12)
+    shard = TrackerShard(PARAMS, 0, 1, checkpoint_root=str(tmp_path))
+    for i in range(10):
+        shard.process([_request("cam", i, scene.detections(i))])
+    state = dict(shard.state_dict()["cam"])
+    assert len(state["mean"]) > 0
+    state["mean"] = state["mean"].copy()
+    state["mean"][0, 0] = np.nan
+    store = CheckpointStore(str(tmp_path))
+    store.write_stream(StreamCheckpoint("cam", "frames", 0, 9, state))
+    restored = TrackerShard(PARAMS, 0, 1, checkpoint_root=str(tmp_path))
+    with caplog.at_level(logging.ERROR):
+        output = restored.process([_request("cam", 10, scene.detections(10), restore=True)])
+    assert "stream 'cam' starts with a fresh tracker" in caplog.text and "mean" in caplog.text
+    assert len(output.results) == 1 and (output.results[0].tracker_id == -1).all()
+    assert restored.registry.tracker("cam").frame_count == 1  # fresh, not the NaN state
+
+
 def test_shard_restore_of_a_missing_checkpoint_starts_fresh(tmp_path) -> None:
     shard = TrackerShard(PARAMS, 0, 1, checkpoint_root=str(tmp_path))
     det = _scene(5).detections(0)
