@@ -10,7 +10,9 @@ stateless, so embedder calls are retried on the restarted actor (`max_task_retri
 the same result. A tracker shard's state dies with it, so its calls are never retried: each
 incarnation has a random token (`ready()` returns it) and refuses calls addressed to another
 one with `ShardRestartedError`, so a restart can never silently track on with empty state; the
-driver rebuilds the state and adopts the new token (`ActorPool.await_shards`).
+driver rebuilds the state and adopts the new token (`ActorPool.await_shards`). An exception a
+shard call raises itself (such as `CheckpointRestoreError`) neither restarts the actor nor is
+retried (Ray retries application errors only with `retry_exceptions`): it reaches the driver.
 """
 
 from __future__ import annotations
@@ -161,10 +163,13 @@ class TrackerShardActor:
         num_shards: int,
         checkpoint_root: str | None = None,
         fsync: bool = True,
+        on_invalid: str = "fail",
     ) -> None:
         from ray_deepsort.pipeline.tracker_shard import TrackerShard
 
-        self.shard = TrackerShard(tracker_params, shard_index, num_shards, checkpoint_root, fsync)
+        self.shard = TrackerShard(
+            tracker_params, shard_index, num_shards, checkpoint_root, fsync, on_invalid
+        )
         self.incarnation = uuid.uuid4().hex  # new at every (re)start
 
     def ready(self) -> str:
@@ -249,12 +254,14 @@ def start_actors(
     embedder_options: Mapping[str, Any] | None = None,
     checkpoint_root: str | None = None,
     fsync: bool = True,
+    on_invalid: str = "fail",
 ) -> ActorPool:
     """Create the actors of `plan` and wait until every one has started (model loaded).
 
     `checkpoint_root` (the output path) lets tracker shards read and write their streams'
     checkpoints themselves; on a multi-node cluster it must be storage every node reaches
-    (an object-store URI or a shared volume).
+    (an object-store URI or a shared volume). `on_invalid` is the shards' policy for a stream
+    checkpoint they cannot restore (`TrackerShard`: "fail" or "fresh").
 
     `embedder_class` (an `EmbedderActor` subclass such as `CoalescingEmbedderActor`) gets
     `(choice, metrics_tags=..., **embedder_kwargs)`; `embedder_options` are extra Ray actor
@@ -293,7 +300,12 @@ def start_actors(
             options["name"] = f"{name_prefix}-shard-{k}"
         shards.append(
             shard_cls.options(**options).remote(
-                dict(tracker_params or {}), k, plan.num_shards, checkpoint_root, fsync
+                dict(tracker_params or {}),
+                k,
+                plan.num_shards,
+                checkpoint_root,
+                fsync,
+                on_invalid,
             )
         )
     pool = ActorPool(plan=plan, embedders=embedders, shards=shards, embedding_dim=None)

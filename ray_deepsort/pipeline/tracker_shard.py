@@ -23,6 +23,34 @@ from ray_deepsort.pipeline.types import (
 
 logger = logging.getLogger("ray_deepsort.pipeline")
 
+# `checkpoint.on_invalid`: what a shard does with a stream checkpoint it cannot restore.
+ON_INVALID_POLICIES = ("fail", "fresh")
+
+
+class CheckpointRestoreError(RuntimeError):
+    """A stream's checkpoint is missing, torn or fails validation, and the policy is "fail".
+
+    Fatal for the job (never retried: the file would fail again): the message names the file,
+    the stream, its topic and partition, the problem, and how to recover.
+    """
+
+
+def checkpoint_restore_error(error: BaseException) -> CheckpointRestoreError | None:
+    """`error` itself or the `CheckpointRestoreError` it wraps (Ray's `RayTaskError` of a shard
+    call carries it as `cause`), else None."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        cause = getattr(current, "cause", None)  # Ray's wrapper is an instance too: unwrap it
+        if isinstance(cause, BaseException):
+            current = cause
+        elif isinstance(current, CheckpointRestoreError):
+            return current
+        else:
+            current = current.__cause__
+    return None
+
 
 class TrackerShard:
     """Owns a `TrackerRegistry` for streams with `shard_of(stream_id, num_shards) == shard_index`.
@@ -35,6 +63,11 @@ class TrackerShard:
     checkpoints itself, so tracker state never travels through the driver: a request marked
     `restore` loads its stream from storage first, and frames the loaded state already
     includes (replayed after a restart) are skipped, returning neither result nor failure.
+
+    A checkpoint that cannot be restored (missing, torn, or a state that fails validation) is
+    never tracked on. `on_invalid` says what happens instead: "fail" (default) raises
+    `CheckpointRestoreError` from `process` so the job stops; "fresh" logs an ERROR and the
+    stream starts over with a fresh tracker (new track ids), an explicit operator choice.
     """
 
     def __init__(
@@ -44,9 +77,13 @@ class TrackerShard:
         num_shards: int = 1,
         checkpoint_root: str | None = None,
         fsync: bool = True,
+        on_invalid: str = "fail",
     ) -> None:
         if not 0 <= shard_index < num_shards:
             raise ValueError(f"shard_index {shard_index} outside [0, {num_shards})")
+        if on_invalid not in ON_INVALID_POLICIES:
+            raise ValueError(f"on_invalid must be one of {ON_INVALID_POLICIES}, got {on_invalid!r}")
+        self.on_invalid = on_invalid
         self.shard_index = shard_index
         self.num_shards = num_shards
         self.registry = TrackerRegistry(tracker_params)
@@ -125,9 +162,26 @@ class TrackerShard:
             # A state that fails validation (InvalidTrackerState) is never tracked on.
             self.registry.load_state_dict({stream_id: checkpoint.state})
         except (CheckpointError, InvalidTrackerState) as error:
-            # Losing a stream's ids is bad; stopping every stream of the shard is worse.
-            logger.error("stream %r starts with a fresh tracker: %s", stream_id, error)
-            return
+            path = self.checkpoints.stream_path(topic, partition, stream_id)
+            if self.on_invalid == "fresh":  # the operator accepts new ids for this stream
+                logger.error(
+                    "stream %r (%s[%d]) starts with a fresh tracker (checkpoint.on_invalid="
+                    '"fresh"): checkpoint %s cannot be restored: %s',
+                    stream_id,
+                    topic,
+                    partition,
+                    path,
+                    error,
+                )
+                return
+            raise CheckpointRestoreError(
+                f"checkpoint of stream {stream_id!r} ({topic}[{partition}]) cannot be restored: "
+                f"{path}: {error}. Nothing of it was tracked, and offsets from this frame on "
+                "are not committed. To recover, restore the file from a backup and run again; "
+                "or, to accept new track ids for this stream (its other state is lost), run "
+                'once with checkpoint.on_invalid="fresh" (--set checkpoint.on_invalid=fresh). '
+                "Deleting the file alone does not help: a missing file is refused the same way."
+            ) from None
         self.restored_through[stream_id] = (topic, partition, checkpoint.offset)
 
     def _already_included(self, request: TrackRequest) -> bool:

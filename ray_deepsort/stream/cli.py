@@ -118,9 +118,14 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(dumps(config))
         return 0
+    from ray_deepsort.pipeline.tracker_shard import CheckpointRestoreError
     from ray_deepsort.stream.job import run_stream_job
 
-    summary = run_stream_job(config, install_signal_handlers=True)
+    try:
+        summary = run_stream_job(config, install_signal_handlers=True)
+    except CheckpointRestoreError as error:  # checkpoint.on_invalid = "fail"
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print(json.dumps({"summary": summary.to_dict()}, indent=2, sort_keys=True))
     return 0
 

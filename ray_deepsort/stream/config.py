@@ -161,6 +161,9 @@ class CheckpointConfig:
     enabled: bool = True
     every_batches: int = 1  # snapshot every N-th micro-batch, written after its offsets commit
     evict_idle_s: float = 0.0  # streams silent this long leave memory (state stays on disk)
+    # A stream checkpoint that cannot be restored (missing, torn, fails validation):
+    # "fail" stops the job with a message; "fresh" restarts that stream with new track ids.
+    on_invalid: str = "fail"
 
 
 @dataclass
@@ -267,6 +270,9 @@ class StreamConfig:
             known_model_name(self.model.choice())  # also: a path that is another known model
         except ValueError as error:
             raise ConfigError(str(error).replace("model ", "model.", 1)) from None
+        on_invalid = self.checkpoint.on_invalid
+        if on_invalid not in ("fail", "fresh"):
+            raise ConfigError(f"checkpoint.on_invalid must be 'fail' or 'fresh': {on_invalid!r}")
         if str(self.actors.use_gpu).lower() not in ("auto", "true", "false"):
             raise ConfigError("actors.use_gpu must be 'auto', true or false")
         if not self.output.path:

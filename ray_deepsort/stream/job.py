@@ -42,6 +42,7 @@ from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from ray_deepsort.pipeline.embedder import forward_batch_size, tracker_params_with_gate
 from ray_deepsort.pipeline.parquet import ParquetResultWriter, batch_file_stem
 from ray_deepsort.pipeline.sharding import drop_streams, shard_of
+from ray_deepsort.pipeline.tracker_shard import CheckpointRestoreError, checkpoint_restore_error
 from ray_deepsort.pipeline.types import (
     EmbedItem,
     FrameResult,
@@ -213,6 +214,7 @@ class StreamJob:
             cfg.actors.start_timeout_s,
             checkpoint_root=cfg.output.path if cfg.checkpoint.enabled else None,
             fsync=cfg.output.fsync,
+            on_invalid=cfg.checkpoint.on_invalid,
         )
         self.checkpoint = CheckpointCoordinator(cfg, self.pool, self.summary)
         self.summary.actors = plan.describe()
@@ -317,6 +319,30 @@ class StreamJob:
                 return
             except _actor_errors() as error:
                 failure = error
+            except Exception as error:
+                restore_error = checkpoint_restore_error(error)
+                if restore_error is None:
+                    raise
+                self._stop_on_unrestorable_checkpoint(restore_error)
+
+    def _stop_on_unrestorable_checkpoint(self, error: CheckpointRestoreError) -> None:
+        """A shard cannot restore a stream's checkpoint and `checkpoint.on_invalid` is "fail".
+
+        Fatal, not an actor failure: the shard is alive and the file would fail again, so
+        nothing is retried. Batches finish in order, so the batch that needed the checkpoint
+        and all after it have written nothing: they are dropped uncommitted (a rerun polls them
+        again). What finished before is committed (best effort), then the job stops with the
+        shard's message (file, stream, topic and partition, problem, how to recover).
+        """
+        dropped = len(self.inflight)
+        self.inflight.clear()
+        self.summary.stop_reason = "checkpoint cannot be restored"
+        try:
+            self._commit(force=True)
+        except Exception as commit_error:  # the next run replays from the last commit
+            logger.warning("commit before stopping failed: %s", commit_error)
+        logger.error("stopping: %s (%d batch(es) in flight dropped, not committed)", error, dropped)
+        raise CheckpointRestoreError(str(error)) from None
 
     def _loop(self) -> str:
         cfg = self.config

@@ -32,6 +32,7 @@ from ray_deepsort.pipeline.embedder import (
     resolve_gate,
     tracker_params_with_gate,
 )
+from ray_deepsort.pipeline.tracker_shard import CheckpointRestoreError, checkpoint_restore_error
 from ray_deepsort.pipeline.types import EmbedBatchResult, EmbedOutcome
 from ray_deepsort.reid.known_models import KNOWN_MODELS
 from ray_deepsort.synthetic import SceneConfig, SyntheticScene
@@ -305,31 +306,77 @@ def test_shard_writes_and_lazily_restores_checkpoints_skipping_included_frames(t
         np.testing.assert_array_equal(got.tracker_id, want.results[0].tracker_id)
 
 
-def test_shard_never_tracks_on_a_checkpoint_that_fails_validation(tmp_path, caplog) -> None:
-    """A stream file that reads but holds an invalid state (NaN in a track's filter) is refused
-    like a torn file: an ERROR naming the stream, then a fresh tracker (the documented policy)."""
+def _nan_checkpoint(root: Path, scene: SyntheticScene) -> str:
+    """A stream file for "cam" (frames[0], frames 0-9) that reads but holds NaN in a track's
+    filter; returns its path."""
     from ray_deepsort.pipeline.checkpoint import CheckpointStore, StreamCheckpoint
 
-    scene = _scene(4, frames=12)
-    shard = TrackerShard(PARAMS, 0, 1, checkpoint_root=str(tmp_path))
+    shard = TrackerShard(PARAMS, 0, 1, checkpoint_root=str(root))
     for i in range(10):
         shard.process([_request("cam", i, scene.detections(i))])
     state = dict(shard.state_dict()["cam"])
     assert len(state["mean"]) > 0
     state["mean"] = state["mean"].copy()
     state["mean"][0, 0] = np.nan
-    store = CheckpointStore(str(tmp_path))
+    store = CheckpointStore(str(root))
     store.write_stream(StreamCheckpoint("cam", "frames", 0, 9, state))
+    return store.stream_path("frames", 0, "cam")
+
+
+def test_shard_never_tracks_on_a_checkpoint_that_fails_validation(tmp_path) -> None:
+    """Policy "fail" (the default): a stream file that reads but holds an invalid state stops
+    the call with `CheckpointRestoreError` naming file, stream, partition, problem and the way
+    out; nothing of the request is tracked."""
+    scene = _scene(4, frames=12)
+    path = _nan_checkpoint(tmp_path, scene)
     restored = TrackerShard(PARAMS, 0, 1, checkpoint_root=str(tmp_path))
+    assert restored.on_invalid == "fail"
+    with pytest.raises(CheckpointRestoreError) as caught:
+        restored.process([_request("cam", 10, scene.detections(10), restore=True)])
+    message = str(caught.value)
+    for part in (path, "'cam'", "frames[0]", "mean", "backup", 'checkpoint.on_invalid="fresh"'):
+        assert part in message, part
+    assert "cam" not in restored.registry and restored.frames_tracked == 0
+    # The same state again (a rerun) fails the same way: nothing to retry.
+    with pytest.raises(CheckpointRestoreError):
+        restored.process([_request("cam", 10, scene.detections(10), restore=True)])
+    # Missing files are refused the same way.
+    with pytest.raises(CheckpointRestoreError, match="missing"):
+        restored.process([_request("other", 0, scene.detections(0), restore=True)])
+
+
+def test_shard_on_invalid_fresh_starts_the_stream_over(tmp_path, caplog) -> None:
+    """Policy "fresh" (an operator's choice): an ERROR naming stream, file and problem, then a
+    fresh tracker."""
+    scene = _scene(4, frames=12)
+    path = _nan_checkpoint(tmp_path, scene)
+    restored = TrackerShard(PARAMS, 0, 1, checkpoint_root=str(tmp_path), on_invalid="fresh")
     with caplog.at_level(logging.ERROR):
         output = restored.process([_request("cam", 10, scene.detections(10), restore=True)])
-    assert "stream 'cam' starts with a fresh tracker" in caplog.text and "mean" in caplog.text
+    assert "stream 'cam' (frames[0]) starts with a fresh tracker" in caplog.text
+    assert path in caplog.text and "mean" in caplog.text
     assert len(output.results) == 1 and (output.results[0].tracker_id == -1).all()
     assert restored.registry.tracker("cam").frame_count == 1  # fresh, not the NaN state
+    with pytest.raises(ValueError, match="on_invalid"):
+        TrackerShard(PARAMS, 0, 1, on_invalid="ignore")
+
+
+def test_checkpoint_restore_error_is_found_inside_ray_task_errors() -> None:
+    """What the driver sees of a shard's `CheckpointRestoreError` is Ray's `RayTaskError`."""
+    from ray.exceptions import RayTaskError
+
+    cause = CheckpointRestoreError("bad file")
+    wrapped = RayTaskError("TrackerShardActor.process", "traceback", cause).as_instanceof_cause()
+    assert checkpoint_restore_error(wrapped) is not None
+    assert "bad file" in str(checkpoint_restore_error(wrapped))
+    chained = RuntimeError("listener")
+    chained.__cause__ = wrapped
+    assert checkpoint_restore_error(chained) is not None
+    assert checkpoint_restore_error(RuntimeError("other")) is None
 
 
 def test_shard_restore_of_a_missing_checkpoint_starts_fresh(tmp_path) -> None:
-    shard = TrackerShard(PARAMS, 0, 1, checkpoint_root=str(tmp_path))
+    shard = TrackerShard(PARAMS, 0, 1, checkpoint_root=str(tmp_path), on_invalid="fresh")
     det = _scene(5).detections(0)
     output = shard.process([_request("lost", 0, det, restore=True)])
     assert len(output.results) == 1 and "lost" in shard.registry

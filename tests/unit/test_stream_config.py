@@ -69,6 +69,8 @@ def test_overrides_are_typed_and_nested() -> None:
     assert config.to_dict(redact=False)["kafka"]["security"]["sasl_plain_password"] == "secret"
     assert parse_override("kafka.frames_topics=x,y") == {"kafka": {"frames_topics": "x,y"}}
     assert load_config(None, ["kafka.frames_topics=x,y"]).kafka.frames_topics == ["x", "y"]
+    assert load_config(None, []).checkpoint.on_invalid == "fail"
+    assert load_config(None, ["checkpoint.on_invalid=fresh"]).checkpoint.on_invalid == "fresh"
 
 
 @pytest.mark.parametrize(
@@ -85,6 +87,7 @@ def test_overrides_are_typed_and_nested() -> None:
         ("tracker.minimum_iou_threshold=3", "tracker: minimum_iou_threshold"),
         ("kafka.dead_letter_topic=frames", "must differ"),
         ("actors.use_gpu=maybe", "use_gpu"),
+        ("checkpoint.on_invalid=ignore", "checkpoint.on_invalid must be 'fail' or 'fresh'"),
         ("batch", "not section.key=value"),
     ],
 )

@@ -74,3 +74,36 @@ def test_lost_partition_revokes_in_flight_results_and_streams(tmp_path: Path) ->
     consumer.assigned = {P0, P1}  # it comes back: replayed from its committed offset
     job._handle_assignment([])
     assert batch.revoked == {P1} and job.owned == {P0, P1}
+
+
+def test_unrestorable_checkpoint_stops_the_job_without_committing_the_failed_batch(
+    tmp_path: Path,
+) -> None:
+    """A shard's `CheckpointRestoreError` (wrapped by Ray) is fatal, not an actor failure: no
+    recovery or retry; finished batches are committed, the failed batch and later ones are not."""
+    import pytest
+    from ray.exceptions import RayTaskError
+
+    from ray_deepsort.pipeline.tracker_shard import CheckpointRestoreError
+
+    consumer = FakeConsumer({P0: 0})
+    job = make_job(tmp_path, consumer)
+    consumer.assigned = {P0}
+    job.owned = {P0}
+    job.pending_commit[P0] = 5  # a finished batch whose commit is still due
+    # the batch that needed the file (offsets 5-9), not finished
+    job.inflight.append(_Batch(7, 0.0, {}, [], [], {P0: 5}, {P0: 9}, 0.0))
+    loops = []
+
+    def failing_loop() -> str:
+        loops.append(1)
+        cause = CheckpointRestoreError("checkpoint of stream 'cam' (frames[0]) cannot be restored")
+        raise RayTaskError("TrackerShardActor.process", "tb", cause).as_instanceof_cause()
+
+    job._loop = failing_loop  # type: ignore[method-assign]
+    with pytest.raises(CheckpointRestoreError, match=r"stream 'cam' \(frames\[0\]\)") as caught:
+        job._run_until_stopped()
+    assert type(caught.value) is CheckpointRestoreError  # the message, not Ray's traceback
+    assert loops == [1] and job.pool.restarts == 0 and job.summary.actor_recoveries == 0
+    assert consumer.commits == [{P0: 5}] and not job.inflight
+    assert job.summary.stop_reason == "checkpoint cannot be restored"
