@@ -11,6 +11,7 @@ catch most rows shifted or shuffled within one column. Every check is vectorised
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,6 +46,22 @@ _PER_TRACK: dict[str, tuple[str, tuple[int, ...]]] = {
     "gallery_head": ("i", ()),
 }
 _V2_ONLY = ("last_xyah", "appearance_threshold")
+# What `state_checksum` covers, and the canonical dtype of each ("i", "f", "b"; "g": gallery).
+_CHECKSUM_KEYS = (
+    "format_version",
+    *_INT_SCALARS,
+    *_FLOAT_SCALARS,
+    "appearance_threshold",
+    *_PER_TRACK,
+    "gallery_features",
+)
+_CHECKSUM_KINDS = {
+    "format_version": "i",
+    **dict.fromkeys(_INT_SCALARS, "i"),
+    **{name: kind for name, (kind, _) in _PER_TRACK.items()},
+    "gallery_features": "g",
+}
+_CANONICAL: dict[str, Any] = {"i": np.int64, "f": np.float64, "b": np.bool_}
 _INT64_LIMIT = 2.0**63
 # Covariances: asymmetry and negative eigenvalues allowed, relative to each matrix's largest
 # entry (a Kalman update leaves round-off of about 1e-16 of it).
@@ -102,7 +119,39 @@ def validate_state(state: Mapping[str, Any], gallery_budget: int) -> dict[str, A
     out["gallery_features"] = _gallery_features(state, out["gallery_dim"])
     _check_tracks(out, version)
     _check_gallery(out, gallery_budget)
+    if version >= 2:
+        _check_checksum(state, out)
     return out
+
+
+def state_checksum(state: Mapping[str, Any]) -> int:
+    """CRC-32 of a version-2 state's arrays in their canonical dtypes.
+
+    Rows swapped between tracks, or a value negated, can leave a well-formed state that tracks
+    differently; only a code over the saved arrays tells. Canonical dtypes make a lossless
+    cast of a counter or filter column (int64 saved as float64) keep the code; gallery
+    features count as saved (hashing them in place, without a float32 copy, keeps it cheap).
+    """
+    crc = 0
+    for name in _CHECKSUM_KEYS:
+        kind = _CHECKSUM_KINDS.get(name, "f")
+        dtype = _CANONICAL.get(kind)  # gallery features: as saved (float16 or float32)
+        array = np.ascontiguousarray(np.asarray(state[name], dtype))
+        crc = zlib.crc32(f"{name}{array.shape}".encode(), crc)
+        crc = zlib.crc32(array.reshape(-1).view(np.uint8), crc)  # no copy of the bytes
+    return crc
+
+
+def _check_checksum(state: Mapping[str, Any], clean: Mapping[str, Any]) -> None:
+    if "state_checksum" not in state:
+        raise InvalidTrackerState("state_checksum", "missing key")
+    saved = _int_scalar(state, "state_checksum")
+    if saved != state_checksum(clean):
+        raise InvalidTrackerState(
+            "state_checksum",
+            "does not match the state's arrays: they were changed after the state was saved "
+            "(storage fault, partial copy or hand edit)",
+        )
 
 
 # ---------------------------------------------------------------------- conversions

@@ -36,7 +36,7 @@ from ray_deepsort.core.nn_matching import (
     GalleryDtype,
     l2_normalize,
 )
-from ray_deepsort.core.state import STATE_FORMAT_VERSION, validate_state
+from ray_deepsort.core.state import STATE_FORMAT_VERSION, state_checksum, validate_state
 from ray_deepsort.core.tracks import TrackStore
 
 ThresholdSource = Literal["model", "default", "explicit"]
@@ -608,6 +608,7 @@ class DeepSORTTracker:
             ),
         }
         state.update(self.tracks.export())
+        state["state_checksum"] = np.asarray(state_checksum(state), np.int64)
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
