@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from ray_deepsort.reid.flags import add_model_arguments, model_name_from_flags
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cameras", type=int, default=3, help="streams (one per camera)")
@@ -28,25 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output", type=Path, default=None, help="Parquet output (default: output/demo-<time>)"
     )
-    parser.add_argument(
-        "--model",
-        default=None,
-        help="ReID model of the embedder actors, as the stream job's model.name: a known model "
-        "(person-reidentification-retail-0288, ...; downloaded once unless --model-path), "
-        "mobilenetv2-imagenet (default; bundled, offline), a timm name, or 'none' (motion only)",
-    )
-    parser.add_argument(
-        "--model-path",
-        default="",
-        help="model.path: model file (.xml, .onnx; .pt with --model ARCH) or a known model's "
-        "folder; without --model the file says which model it is",
-    )
-    parser.add_argument(
-        "--model-backend",
-        default="auto",
-        choices=("auto", "torch", "openvino", "onnxruntime"),
-        help="model.backend (auto: the file's own)",
-    )
+    add_model_arguments(parser)  # the embedder actors' model, as the stream job's [model]
     parser.add_argument(
         "--embeddings",
         choices=("cnn", "identity"),
@@ -123,10 +107,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     log = logging.getLogger("ray_deepsort.demo")
     output = args.output or Path("output") / time.strftime("demo-%Y%m%d-%H%M%S")
     total = args.cameras * args.frames
-    # --model-path alone: the file says which model it is.
-    model = (
-        args.model if args.model is not None else "" if args.model_path else "mobilenetv2-imagenet"
-    )
+    model = model_name_from_flags(args.model, args.model_path)
     use_cnn = args.embeddings == "cnn" and model.lower() != "none"
     height, width = args.input_height, args.input_width
     mobilenet = model == "mobilenetv2-imagenet" or (
@@ -137,7 +118,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     model_keys = [
         f"model.name={json.dumps(model if use_cnn else 'none')}",
         f"model.path={json.dumps(str(Path(args.model_path).resolve()) if args.model_path else '')}",
-        f"model.backend={json.dumps(args.model_backend)}",
+        f"model.backend={json.dumps(args.model_backend or 'auto')}",
         f"model.input_height={height or 0}",
         f"model.input_width={width or 0}",
     ]

@@ -12,10 +12,10 @@ import logging
 import sys
 from typing import Any
 
+from ray_deepsort.reid.flags import add_model_arguments, model_name_from_flags
 from ray_deepsort.reid.spec import OPENVINO_PRECISIONS
 
 EXIT_PARTIAL = 3
-DEFAULT_MODEL = "mobilenetv2-imagenet"
 
 
 def _key_value(text: str) -> tuple[str, Any]:
@@ -68,25 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--detectors", type=int, default=0, help="0: one per GPU, or one")
     group.add_argument("--detector-num-cpus", type=float, default=1.0)
     group = parser.add_argument_group("ReID and tracker")
-    group.add_argument(
-        "--model",
-        default=None,
-        help="a known model (person-reidentification-retail-0288, -0287, -0267, "
-        "mobilenetv2-imagenet), a timm name, or 'none' (motion only); default "
-        "mobilenetv2-imagenet, or with --model-path what the file is",
-    )
-    group.add_argument(
-        "--model-path",
-        default="",
-        help="model file (.xml IR, .onnx; .pt/.safetensors with --model ARCH) or a known "
-        "model's folder",
-    )
-    group.add_argument(
-        "--model-backend",
-        default="auto",
-        choices=("auto", "torch", "openvino", "onnxruntime"),
-        help="auto: the file's own (torch for timm names)",
-    )
+    add_model_arguments(group)
     group.add_argument(
         "--model-threads",
         type=int,
@@ -203,9 +185,9 @@ def config_from_args(args: argparse.Namespace) -> Any:
         detector_batch_frames=args.detector_batch_frames,
         detectors=args.detectors,
         detector_num_cpus=args.detector_num_cpus,
-        model=args.model if args.model is not None else ("" if args.model_path else DEFAULT_MODEL),
-        model_path=args.model_path,
-        model_backend=args.model_backend,
+        model=model_name_from_flags(args.model, args.model_path),
+        model_path=args.model_path or "",
+        model_backend=args.model_backend or "auto",
         model_threads=args.model_threads,
         model_precision=args.model_precision,
         pretrained=args.pretrained,

@@ -22,6 +22,7 @@ from ray_deepsort.core.defaults import (
     resolve_default,
 )
 from ray_deepsort.pipeline.types import EmbedBatchResult, EmbedItem, EmbedOutcome
+from ray_deepsort.reid.flags import BACKENDS, DEFAULT_MODEL
 from ray_deepsort.reid.known_models import KNOWN_MODELS, known_by_checksum
 from ray_deepsort.reid.spec import OPENVINO_PRECISIONS
 
@@ -56,11 +57,6 @@ class BatchEmbedder(Protocol):
     ) -> list[np.ndarray]: ...
 
 
-# `ModelChoice.backend` values: "auto" runs a file in its natural backend (an IR in OpenVINO, ONNX
-# in ONNX Runtime, torch weights and timm names in torch).
-BACKENDS = ("auto", "torch", "openvino", "onnxruntime")
-
-
 @dataclass(frozen=True)
 class ModelChoice:
     """Which ReID model an embedder loads (the choice travels to the actor, the model is built
@@ -84,7 +80,7 @@ class ModelChoice:
     "cpu", "cuda", "cuda:1", ... `input_size`: (height, width); None = the model's own.
     """
 
-    name: str = "mobilenetv2-imagenet"
+    name: str = DEFAULT_MODEL
     path: str = ""
     backend: str = "auto"
     device: str = "auto"

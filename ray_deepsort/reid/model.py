@@ -247,10 +247,17 @@ class ReIDModel:
             input_size=input_size,
             **{k: v for k, v in {"mean": mean, "std": std}.items() if v is not None},
         )
-        if fold_batch_norm:
-            module = _folded(module, spec.input_size)
         return cls._with_backend(
-            module, spec, backend, device, color_order, max_batch_size, half, threads, precision
+            module,
+            spec,
+            backend,
+            fold_batch_norm,
+            device,
+            color_order,
+            max_batch_size,
+            half,
+            threads,
+            precision,
         )
 
     @classmethod
@@ -259,6 +266,7 @@ class ReIDModel:
         module: nn.Module,
         spec: ModelSpec,
         backend: str,
+        fold_batch_norm: bool,
         device: str | torch.device | None,
         color_order: str,
         max_batch_size: int,
@@ -266,7 +274,9 @@ class ReIDModel:
         threads: int | None,
         precision: str,
     ) -> ReIDModel:
-        """`module` in torch, or converted in memory for OpenVINO."""
+        """`module` (BatchNorms folded if asked) in torch, or converted in memory for OpenVINO."""
+        if fold_batch_norm:
+            module = _folded(module, spec.input_size)
         if backend == "torch":
             return cls(
                 module,
@@ -313,10 +323,17 @@ class ReIDModel:
         )
         logger.debug("mobilenetv2_imagenet: %d tensors loaded by %s", result.tensors, result.mode)
         spec = KNOWN_MODELS["mobilenetv2-imagenet"].spec.replace(input_size=input_size)
-        if fold_batch_norm:
-            module = _folded(module, spec.input_size)
         return cls._with_backend(
-            module, spec, backend, device, color_order, max_batch_size, half, threads, precision
+            module,
+            spec,
+            backend,
+            fold_batch_norm,
+            device,
+            color_order,
+            max_batch_size,
+            half,
+            threads,
+            precision,
         )
 
     @classmethod

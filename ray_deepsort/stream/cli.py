@@ -12,6 +12,8 @@ import logging
 import sys
 from typing import Any
 
+from ray_deepsort.reid.flags import add_model_arguments, model_name_from_flags
+
 # flag -> (config key, TOML-quote the value)
 _FLAG_KEYS: dict[str, tuple[str, bool]] = {
     "bootstrap_servers": ("kafka.bootstrap_servers", True),
@@ -50,21 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dead-letter-topic", help="kafka.dead_letter_topic ('' disables)")
     parser.add_argument("--group-id", help="kafka.group_id")
     parser.add_argument("--output", help="output.path (directory or s3://... URI)")
-    parser.add_argument(
-        "--model",
-        help="model.name: a known model (e.g. person-reidentification-retail-0288), "
-        "mobilenetv2-imagenet, a timm name, or 'none' for no ReID",
-    )
-    parser.add_argument(
-        "--model-path",
-        help="model.path: model file (.xml, .onnx; .pt with --model ARCH) or a known model's "
-        "folder; without --model, model.name becomes '' (the file says what it is)",
-    )
-    parser.add_argument(
-        "--model-backend",
-        choices=("auto", "torch", "openvino", "onnxruntime"),
-        help="model.backend",
-    )
+    add_model_arguments(parser)  # model.name, model.path, model.backend
     parser.add_argument("--shards", type=int, help="actors.num_shards")
     parser.add_argument("--embedders", type=int, help="actors.num_embedders (0 = auto)")
     parser.add_argument("--max-batch-frames", type=int, help="batch.max_frames")
@@ -90,7 +78,7 @@ def overrides_from_args(args: argparse.Namespace) -> list[str]:
             continue
         overrides.append(f"{key}={json.dumps(value) if quoted else value}")
     if getattr(args, "model_path", None) is not None and getattr(args, "model", None) is None:
-        overrides.append('model.name=""')  # the file says which model it is
+        overrides.append(f"model.name={json.dumps(model_name_from_flags(None, args.model_path))}")
     if getattr(args, "frames_topic", None):
         overrides.append(f"kafka.frames_topics={json.dumps(list(args.frames_topic))}")
     if getattr(args, "create_topics", False):
