@@ -165,7 +165,7 @@ class AppearanceGallery:
         if self.features is None or counts.sum() == 0:
             entries = np.zeros((0, dim), self.dtype)
         else:
-            entries = self.features[np.repeat(slots, counts), _ragged_positions(counts)[0]]
+            entries = self.features[np.repeat(slots, counts), ragged_positions(counts)[0]]
         return {
             "gallery_features": entries,
             "gallery_count": counts.copy(),
@@ -183,7 +183,7 @@ class AppearanceGallery:
         self.features = None
         if dim > 0:
             self.features = np.zeros((len(self.count), self.budget, dim), self.dtype)
-            rows, cols = np.repeat(slots, counts), _ragged_positions(counts)[0]
+            rows, cols = np.repeat(slots, counts), ragged_positions(counts)[0]
             self.features[rows, cols] = np.asarray(state["gallery_features"], self.dtype)
         self.count[:] = 0
         self.head[:] = 0
@@ -191,7 +191,7 @@ class AppearanceGallery:
         self.head[slots] = np.asarray(state["gallery_head"], np.int64)
 
 
-def _ragged_positions(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def ragged_positions(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For runs of the given lengths: each element's position in its run, and each run's start."""
     counts = np.asarray(counts, np.int64)
     starts = np.cumsum(counts) - counts

@@ -58,6 +58,7 @@ _CHECKSUM_KEYS = (
 _CHECKSUM_KINDS = {
     "format_version": "i",
     **dict.fromkeys(_INT_SCALARS, "i"),
+    **dict.fromkeys((*_FLOAT_SCALARS, "appearance_threshold"), "f"),
     **{name: kind for name, (kind, _) in _PER_TRACK.items()},
     "gallery_features": "g",
 }
@@ -134,7 +135,7 @@ def state_checksum(state: Mapping[str, Any]) -> int:
     """
     crc = 0
     for name in _CHECKSUM_KEYS:
-        kind = _CHECKSUM_KINDS.get(name, "f")
+        kind = _CHECKSUM_KINDS[name]
         dtype = _CANONICAL.get(kind)  # gallery features: as saved (float16 or float32)
         array = np.ascontiguousarray(np.asarray(state[name], dtype))
         crc = zlib.crc32(f"{name}{array.shape}".encode(), crc)

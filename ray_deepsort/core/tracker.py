@@ -35,6 +35,7 @@ from ray_deepsort.core.nn_matching import (
     DistanceMetric,
     GalleryDtype,
     l2_normalize,
+    ragged_positions,
 )
 from ray_deepsort.core.state import STATE_FORMAT_VERSION, state_checksum, validate_state
 from ray_deepsort.core.tracks import TrackStore
@@ -345,7 +346,7 @@ class DeepSORTTracker:
         gathered = store.gallery.export(ready)
         counts = gathered["gallery_count"]
         per_feature = _nan_to_inf(store.gallery.distance(lost, gathered["gallery_features"]))
-        appearance = np.minimum.reduceat(per_feature, np.cumsum(counts) - counts, axis=1)
+        appearance = np.minimum.reduceat(per_feature, ragged_positions(counts)[1], axis=1)
         last, now = store.last_xyah[lost], store.last_xyah[ready]
         reach = last[:, 3] * (
             1.0 + self.reid_max_speed * store.time_since_update[lost] / self.frame_rate
@@ -368,7 +369,7 @@ class DeepSORTTracker:
         store.hits[lost] += store.hits[found]
         gathered = store.gallery.export(found)
         counts = gathered["gallery_count"]
-        starts = np.cumsum(counts) - counts
+        starts = ragged_positions(counts)[1]
         for k in range(int(counts.max(initial=0))):  # at most minimum_consecutive_frames rounds
             has = counts > k
             store.gallery.add(lost[has], gathered["gallery_features"][starts[has] + k])
@@ -388,7 +389,9 @@ class DeepSORTTracker:
                 store.gallery.count[unmatched] == 0
             )
         store.delete(unmatched[~store.confirmed[unmatched] | expired])
-        self._evict_lost(len(self._lost_slots()) - self.max_lost_tracks)
+        if self.reid_enabled:  # otherwise no track outlives max_age: nothing to bound
+            lost = store.alive & self._is_long_lost(np.arange(len(store.alive)))
+            self._evict_lost(int(lost.sum()) - self.max_lost_tracks)
 
     def _lost_slots(self) -> np.ndarray:
         slots = self.tracks.active()

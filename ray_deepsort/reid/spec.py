@@ -84,6 +84,3 @@ class ModelSpec:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(ModelSpec))

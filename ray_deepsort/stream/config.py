@@ -14,6 +14,7 @@ from typing import Any
 
 from ray_deepsort.core.defaults import DEFAULT_APPEARANCE_THRESHOLD, DEFAULT_APPEARANCE_WEIGHT
 from ray_deepsort.pipeline.embedder import ModelChoice, known_model_name
+from ray_deepsort.pipeline.tracker_shard import ON_INVALID_POLICIES
 
 try:  # Python 3.11+
     import tomllib
@@ -271,7 +272,7 @@ class StreamConfig:
         except ValueError as error:
             raise ConfigError(str(error).replace("model ", "model.", 1)) from None
         on_invalid = self.checkpoint.on_invalid
-        if on_invalid not in ("fail", "fresh"):
+        if on_invalid not in ON_INVALID_POLICIES:
             raise ConfigError(f"checkpoint.on_invalid must be 'fail' or 'fresh': {on_invalid!r}")
         if str(self.actors.use_gpu).lower() not in ("auto", "true", "false"):
             raise ConfigError("actors.use_gpu must be 'auto', true or false")

@@ -42,6 +42,8 @@ from ray_deepsort.synthetic import SceneConfig, SyntheticScene
 
 MOT15 = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mot15"
 BLESS = os.environ.get("RAY_DEEPSORT_BLESS", "") not in ("", "0")
+if BLESS and os.environ.get("CI"):  # a blessing run skips every comparison: never in CI
+    raise RuntimeError("RAY_DEEPSORT_BLESS must not be set in CI")
 EMBEDDING_NOISE = 0.15
 
 # Blessed from the working tree on top of 28b8640 (see the module docstring to re-bless).

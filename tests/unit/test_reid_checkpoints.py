@@ -173,3 +173,39 @@ def test_checkpoint_without_tensors_is_refused(tmp_path: Path) -> None:
         read_checkpoint(path)
     with pytest.raises(FileNotFoundError):
         read_checkpoint(tmp_path / "missing.pt")
+
+
+def test_unknown_weights_file_takes_timm_normalisation_and_keeps_overrides(tmp_path: Path) -> None:
+    """`from_file` on torch weights it does not know: timm's mean/std for that network (0.5
+    for tf_mobilenetv3_small_minimal_100, not ImageNet's), with the caller's spec overrides."""
+    import timm
+
+    net = timm.create_model("tf_mobilenetv3_small_minimal_100", pretrained=False, num_classes=0)
+    path = tmp_path / "weights.pt"
+    torch.save(net.state_dict(), path)
+    model = ReIDModel.from_file(
+        path,
+        architecture="tf_mobilenetv3_small_minimal_100",
+        device="cpu",
+        input_size=(64, 32),
+        crop="stretch",
+    )
+    assert model.spec.mean == (0.5, 0.5, 0.5) and model.spec.std == (0.5, 0.5, 0.5)
+    assert model.input_size == (64, 32) and model.spec.crop == "stretch"
+    explicit = ReIDModel.from_file(
+        path,
+        architecture="tf_mobilenetv3_small_minimal_100",
+        device="cpu",
+        input_size=(64, 32),
+        mean=(0.4, 0.4, 0.4),
+    )
+    assert explicit.spec.mean == (0.4, 0.4, 0.4)
+
+
+def test_from_timm_keeps_the_input_size_of_a_given_spec() -> None:
+    from ray_deepsort.reid import ModelSpec
+
+    model = ReIDModel.from_timm(
+        "mobilenetv2_100", pretrained=False, device="cpu", spec=ModelSpec(input_size=(64, 32))
+    )
+    assert model.input_size == (64, 32)
