@@ -192,9 +192,9 @@ def main() -> None:
     import ray
     import torch
 
+    from ray_deepsort.core.parameters import TrackerConfig
     from ray_deepsort.pipeline.embedder import ModelChoice, load_reid_model
     from ray_deepsort.stream.broker import local_broker
-    from ray_deepsort.stream.config import TrackerConfig
 
     tracker_params = TrackerConfig().params()
     height, width = (int(v) for v in args.input_size.split("x"))

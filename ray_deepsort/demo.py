@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ray_deepsort.flags import add_tracker_option
 from ray_deepsort.reid.flags import add_model_arguments, model_name_from_flags
 
 
@@ -38,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="cnn: embedder actors run the ReID model; identity: frames carry precomputed "
         "stand-in embeddings (no CNN)",
     )
+    add_tracker_option(parser)
     parser.add_argument("--shards", type=int, default=2, help="tracker shard actors")
     parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray")
     parser.add_argument(
@@ -155,6 +157,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
                 f"kafka.bootstrap_servers={json.dumps(broker.bootstrap_servers)}",
                 'kafka.group_id="ray-deepsort-demo"',
                 *model_keys,
+                *(f"tracker.{name}={json.dumps(value)}" for name, value in args.tracker_params),
                 f"actors.num_shards={args.shards}",
                 f"output.path={json.dumps(str(output))}",
                 f"job.expected_frames={total}",

@@ -12,6 +12,7 @@ import logging
 import sys
 from typing import Any
 
+from ray_deepsort.flags import add_tracker_option
 from ray_deepsort.reid.flags import add_model_arguments, model_name_from_flags
 from ray_deepsort.reid.spec import OPENVINO_PRECISIONS
 
@@ -91,15 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--input-size", type=_size, default=None, help="ReID HxW (default: the model's own)"
     )
-    group.add_argument(
-        "--tracker",
-        dest="tracker_params",
-        type=_key_value,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="DeepSORTTracker parameter (repeatable), e.g. --tracker lost_track_buffer=60",
-    )
+    add_tracker_option(group, extra_help="; frame_rate=R is --frame-rate R")
     group.add_argument(
         "--frame-rate",
         type=float,
@@ -162,12 +155,10 @@ def config_from_args(args: argparse.Namespace) -> Any:
     )
 
     tracker = default_tracker_params()
-    for key, value in args.tracker_params:
-        if key not in tracker:
-            raise ArchiveConfigError(f"unknown tracker parameter {key!r}; known: {sorted(tracker)}")
-        tracker[key] = value
+    tracker.update(args.tracker_params)
     if args.frame_rate is not None:
         tracker["frame_rate"] = args.frame_rate
+    set_rate = args.frame_rate is not None or "frame_rate" in dict(args.tracker_params)
     try:
         detector_kwargs = json.loads(args.detector_kwargs)
     except json.JSONDecodeError as error:
@@ -194,7 +185,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         device=args.device,
         input_size=args.input_size,
         tracker=tracker,
-        frame_rate_from_video=args.frame_rate is None,
+        frame_rate_from_video=not set_rate,
         embedders=args.embedders,
         embedder_num_cpus=args.embedder_num_cpus,
         use_gpu=args.use_gpu,

@@ -57,7 +57,7 @@ class ArchiveConfigError(ValueError):
 
 
 def default_tracker_params() -> dict[str, Any]:
-    from ray_deepsort.stream.config import TrackerConfig
+    from ray_deepsort.core.parameters import TrackerConfig
 
     return TrackerConfig().params()
 
@@ -160,9 +160,10 @@ class ArchiveConfig:
         except ValueError as error:
             raise ArchiveConfigError(str(error)) from None
         from ray_deepsort.core import DeepSORTTracker
+        from ray_deepsort.core.parameters import tracker_kwargs
 
         try:
-            DeepSORTTracker(**self.tracker)
+            DeepSORTTracker(**tracker_kwargs(self.tracker))
         except (TypeError, ValueError) as error:
             raise ArchiveConfigError(f"tracker: {error}") from None
         return self

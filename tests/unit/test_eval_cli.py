@@ -94,7 +94,7 @@ def test_eval_cli_tracks_writes_and_scores(easy_root: Path, tmp_path: Path) -> N
     args = parse(
         [
             str(easy_root),
-            "--reid",
+            "--model",
             "none",
             "--output",
             str(tmp_path / "results"),
@@ -135,10 +135,10 @@ def test_eval_cli_tracks_writes_and_scores(easy_root: Path, tmp_path: Path) -> N
 
 
 def test_eval_cli_reports_missing_inputs(easy_root: Path, tmp_path: Path) -> None:
-    assert cli.run(parse([str(tmp_path / "nowhere"), "--reid", "none"]), out=io.StringIO()) == 2
+    assert cli.run(parse([str(tmp_path / "nowhere"), "--model", "none"]), out=io.StringIO()) == 2
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert cli.run(parse([str(empty), "--reid", "none"]), out=io.StringIO()) == 2
+    assert cli.run(parse([str(empty), "--model", "none"]), out=io.StringIO()) == 2
     args = parse([str(easy_root / "EASY-A"), "--results", str(empty)])
     assert cli.run(args, out=io.StringIO()) == 2
 
@@ -156,7 +156,7 @@ def test_cli_module_imports_nothing_heavy() -> None:
     assert output.stdout.strip() == "[]"
 
 
-# ------------------------------------------------------------------- --reid: the model vocabulary
+# ------------------------------------------------------------------ --model: the model vocabulary
 OMZ = Path(__file__).resolve().parents[2] / ".." / "shared" / "models" / "intel-omz"
 O288 = "person-reidentification-retail-0288"
 XML_0288 = OMZ / O288 / "FP16" / f"{O288}.xml"
@@ -170,28 +170,28 @@ def test_reid_flags_become_a_model_choice(easy_root: Path) -> None:
     choice = cli.reid_choice
     assert choice(parse(["x"]), with_frames) == ModelChoice()
     assert choice(parse(["x"]), without) is None  # auto: nothing to embed
-    assert choice(parse(["x", "--reid", "none"]), with_frames) is None
-    assert choice(parse(["x", "--reid", O288]), without) == ModelChoice(name=O288)
-    assert choice(parse(["x", "--reid", "resnet50", "--device", "cpu"]), with_frames) == (
+    assert choice(parse(["x", "--model", "none"]), with_frames) is None
+    assert choice(parse(["x", "--model", O288]), without) == ModelChoice(name=O288)
+    assert choice(parse(["x", "--model", "resnet50", "--device", "cpu"]), with_frames) == (
         ModelChoice(name="resnet50", device="cpu")
     )
-    assert choice(parse(["x", "--reid", "/m/x.xml", "--reid-backend", "openvino"]), without) == (
-        ModelChoice(name="", path="/m/x.xml", backend="openvino")
-    )
-    assert choice(parse(["x", "--reid", O288, "--reid-path", "/m/0288"]), with_frames) == (
+    assert choice(
+        parse(["x", "--model-path", "/m/x.xml", "--model-backend", "openvino"]), without
+    ) == ModelChoice(name="", path="/m/x.xml", backend="openvino")
+    assert choice(parse(["x", "--model", O288, "--model-path", "/m/0288"]), with_frames) == (
         ModelChoice(name=O288, path="/m/0288")
     )
-    assert choice(parse(["x", "--reid-path", "/m/x.onnx"]), with_frames) == ModelChoice(
+    assert choice(parse(["x", "--model-path", "/m/x.onnx"]), with_frames) == ModelChoice(
         name="", path="/m/x.onnx"
     )
-    with pytest.raises(ValueError, match="leave out --reid-path"):
-        choice(parse(["x", "--reid", "/m/x.xml", "--reid-path", "/m/y.xml"]), with_frames)
+    with pytest.raises(SystemExit):  # the old vocabulary is gone
+        parse(["x", "--reid", "none"])
 
 
 def test_eval_cli_reports_a_model_that_does_not_load(
     easy_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = parse([str(easy_root), "--reid", str(tmp_path / "missing.xml")])
+    args = parse([str(easy_root), "--model-path", str(tmp_path / "missing.xml")])
     assert cli.run(args, out=io.StringIO()) == 2
     assert "missing.xml" in capsys.readouterr().err
 
@@ -206,7 +206,7 @@ def test_eval_cli_names_the_model_and_its_gate(easy_root: Path, tmp_path: Path) 
     args = parse(
         [
             str(easy_root / "EASY-A"),
-            "--reid",
+            "--model-path",
             str(XML_0288),
             "--device",
             "cpu",
@@ -228,7 +228,7 @@ def test_eval_cli_names_the_model_and_its_gate(easy_root: Path, tmp_path: Path) 
     # An explicit gate wins over the model's.
     out = io.StringIO()
     args = parse(
-        [str(easy_root / "EASY-A"), "--reid", str(XML_0288), "--appearance-threshold", "0.5"]
+        [str(easy_root / "EASY-A"), "--model-path", str(XML_0288), "--appearance-threshold", "0.5"]
     )
     assert cli.run(args, out=out) == 0
     assert f"reid: {O288} (openvino), appearance gate 0.50" in out.getvalue()
