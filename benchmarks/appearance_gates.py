@@ -51,7 +51,7 @@ def load_model(name: str, threads: int):
 
 def ground_truth_crops(seq_dir: Path, stride: int) -> tuple[np.ndarray, np.ndarray, list]:
     """(frame, id) per kept gt box, and the boxes per sampled frame with their images."""
-    from ray_deepsort.eval.mot import MotSequence
+    from ray_deepsort.io.mot import MotSequence
 
     sequence = MotSequence(seq_dir)
     gt = sequence.ground_truth()

@@ -52,9 +52,9 @@ def _baseline(videos: list[Path], model_name: str, input_size: tuple[int, int]) 
     import cv2
     import torch
 
-    from ray_deepsort.archive.detections import read_detection_table
     from ray_deepsort.archive.driver import default_tracker_params
     from ray_deepsort.core import DeepSORTTracker, Detections
+    from ray_deepsort.io.detections import read_detection_table
 
     torch.set_num_threads(1)
     model = None

@@ -96,7 +96,7 @@ def draw_figure(seq_dir: Path, results: Path, frames: list[int], out: Path) -> P
     import cv2
     import numpy as np
 
-    from ray_deepsort.eval.mot import read_results
+    from ray_deepsort.io.mot import read_results
 
     info = read_seqinfo(seq_dir)
     tracks = read_results(results)

@@ -94,7 +94,8 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     """Run everything; returns the report (also what `--json` prints)."""
     import ray
 
-    from ray_deepsort.eval import GroundTruth, evaluate_many
+    from ray_deepsort.eval import evaluate_many
+    from ray_deepsort.io.mot import GroundTruth
     from ray_deepsort.pipeline.parquet import ParquetResultWriter
     from ray_deepsort.stream.broker import create_topics, local_broker
     from ray_deepsort.stream.config import load_config

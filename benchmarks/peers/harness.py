@@ -233,7 +233,7 @@ def run_ours(
 ) -> Run:
     """Our DeepSORTTracker (defaults, seqinfo frame rate) over a sequence; times `update` only."""
     from ray_deepsort.core import DeepSORTTracker, Detections
-    from ray_deepsort.eval.mot import write_results
+    from ray_deepsort.io.mot import write_results
 
     info = read_seqinfo(seq_dir)
     num_frames = min(info["seq_length"], max_frames or info["seq_length"])

@@ -22,6 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ray_deepsort.io.errors import InputError
+from ray_deepsort.io.mot import DETECTIONS_FILE, SEQINFO_FILE, is_sequence_dir
+from ray_deepsort.io.video import FrameSource, open_sequence, open_video
+
 VIDEO_EXTENSIONS = frozenset(
     {
         ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".mts",
@@ -38,10 +42,6 @@ AUTO_DETECTION_PATTERNS = (
 )
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_KEY_LENGTH = 80
-
-
-class InputError(ValueError):
-    """An input that cannot be processed (missing, unreadable, no detections); fails alone."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def _is_video(path: Path) -> bool:
 
 
 def _is_sequence(path: Path) -> bool:
-    return (path / "seqinfo.ini").is_file()
+    return is_sequence_dir(path)
 
 
 def _walk(folder: Path) -> Iterable[ArchiveInput]:
@@ -218,7 +218,7 @@ def resolve_detections(item: ArchiveInput, pattern: str) -> DetectionSource:
     """
     source = Path(item.path)
     if item.kind == "mot" and pattern == "auto":
-        det = source / "det" / "det.txt"
+        det = source / DETECTIONS_FILE
         if not det.is_file():
             raise InputError(f"detections file not found: {det}")
         return DetectionSource("file", str(det), "mot")
@@ -285,7 +285,7 @@ def fingerprint(item: ArchiveInput, detections: DetectionSource | None, mode: st
     if item.kind == "video":
         files["video"] = _file_fingerprint(path, mode)
     else:
-        files["seqinfo.ini"] = _file_fingerprint(path / "seqinfo.ini", mode)
+        files[SEQINFO_FILE] = _file_fingerprint(path / SEQINFO_FILE, mode)
         for entry in sorted(os.scandir(path), key=lambda e: e.name):
             if entry.is_file() and _is_video(Path(entry.path)):
                 files[entry.name] = _file_fingerprint(Path(entry.path), mode)
@@ -303,3 +303,10 @@ def fingerprint(item: ArchiveInput, detections: DetectionSource | None, mode: st
             **_file_fingerprint(Path(detections.path), mode),
         }
     return Fingerprint(files)
+
+
+def open_source(item: ArchiveInput, need_pixels: bool) -> FrameSource:
+    """The frames of an input: a MOTChallenge sequence or a video."""
+    if item.kind == "mot":
+        return open_sequence(item.path, need_pixels)
+    return open_video(item.path, need_pixels)

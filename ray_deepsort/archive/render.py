@@ -165,8 +165,7 @@ def render(
     """Write the annotated MP4; returns the number of frames written."""
     import cv2
 
-    from ray_deepsort.archive.frames import open_source
-    from ray_deepsort.archive.inputs import ArchiveInput
+    from ray_deepsort.archive.inputs import ArchiveInput, open_source
 
     if video is None:
         path, kind = find_input(archive, key)

@@ -28,9 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from ray_deepsort.archive.detections import DetectionTable, read_detection_table
-from ray_deepsort.archive.frames import FrameSource, open_source
-from ray_deepsort.archive.inputs import ArchiveInput, DetectionSource, InputError, safe_name
+from ray_deepsort.archive.inputs import (
+    ArchiveInput,
+    DetectionSource,
+    InputError,
+    open_source,
+    safe_name,
+)
 from ray_deepsort.archive.output import (
     ARCHIVE_DIR,
     ArchiveStore,
@@ -38,7 +42,9 @@ from ray_deepsort.archive.output import (
     new_attempt_dir,
     staging_dir,
 )
-from ray_deepsort.pipeline.detector import DetectBatchResult, FrameDetections
+from ray_deepsort.io.detections import DetectionTable, FrameDetections, read_detection_table
+from ray_deepsort.io.video import FrameSource
+from ray_deepsort.pipeline.detector import DetectBatchResult
 from ray_deepsort.pipeline.parquet import batch_file_stem
 from ray_deepsort.pipeline.types import EmbedBatchResult, EmbedItem, SourcePosition, TrackRequest
 
@@ -462,7 +468,7 @@ class VideoWorker:
     def _write_mot(self) -> None:
         if not self.settings.mot_results:
             return
-        from ray_deepsort.eval.mot import write_results
+        from ray_deepsort.io.mot import write_results
 
         started = time.perf_counter()
         for name in self._streams:

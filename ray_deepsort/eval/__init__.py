@@ -1,28 +1,8 @@
-"""MOTChallenge I/O, tracking metrics (via `trackers.eval`) and the `ray-deepsort eval` command."""
+"""Tracking metrics (via `trackers.eval`) and the `ray-deepsort eval` command.
+
+MOTChallenge files are read and written by `ray_deepsort.io.mot`.
+"""
 
 from ray_deepsort.eval.metrics import evaluate_many, evaluate_sequence
-from ray_deepsort.eval.mot import (
-    GroundTruth,
-    MotSequence,
-    SeqInfo,
-    find_sequences,
-    read_detections,
-    read_ground_truth,
-    read_results,
-    read_seqinfo,
-    write_results,
-)
 
-__all__ = [
-    "GroundTruth",
-    "MotSequence",
-    "SeqInfo",
-    "evaluate_many",
-    "evaluate_sequence",
-    "find_sequences",
-    "read_detections",
-    "read_ground_truth",
-    "read_results",
-    "read_seqinfo",
-    "write_results",
-]
+__all__ = ["evaluate_many", "evaluate_sequence"]

@@ -133,8 +133,8 @@ def describe_reid(model: Any, overrides: dict[str, Any]) -> tuple[str, str, floa
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     from ray_deepsort.eval.metrics import combine, compute_raw, summarize
-    from ray_deepsort.eval.mot import MotSequence, find_sequences, read_results, write_results
     from ray_deepsort.eval.runner import track_sequence
+    from ray_deepsort.io.mot import MotSequence, find_sequences, read_results, write_results
 
     try:
         sequences = [MotSequence(path) for path in find_sequences(args.sequences)]

@@ -19,7 +19,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from ray_deepsort.core.detections import Detections
-from ray_deepsort.eval.mot import GroundTruth, read_ground_truth, read_results, results_to_rows
+from ray_deepsort.io.mot import GroundTruth, read_ground_truth, read_results, results_to_rows
 
 _DISTRACTOR_IOU = 0.5
 _EPS = float(np.finfo(float).eps)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ray_deepsort.core.detections import Detections
-from ray_deepsort.eval.mot import MotSequence
+from ray_deepsort.io.mot import MotSequence
 
 
 @dataclass

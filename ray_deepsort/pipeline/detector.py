@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ray_deepsort.core.detections import Detections, to_native
+from ray_deepsort.io.detections import FrameDetections
 from ray_deepsort.pipeline.actors import wait_until_started
 
 STREAM_KEY = "stream"
@@ -43,16 +44,6 @@ class DetectorSpec:
     kwargs: dict[str, Any] = field(default_factory=dict)
     max_batch_frames: int = 16
     max_wait_ms: float = 5.0
-
-
-@dataclass(frozen=True, eq=False)
-class FrameDetections:
-    """Detections of one frame as plain arrays, plus the stream of each box (None = one stream)."""
-
-    xyxy: np.ndarray  # float32 [N, 4]
-    confidence: np.ndarray  # float32 [N]
-    class_id: np.ndarray  # int64 [N]
-    stream: np.ndarray | None = None  # [N] str, or None when the plugin gave no streams
 
 
 @dataclass(frozen=True, eq=False)

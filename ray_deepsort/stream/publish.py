@@ -171,7 +171,8 @@ def mot_frames(
     indexes are 0-based (MOT frame N is index N - 1).
     """
     from ray_deepsort.core import Detections
-    from ray_deepsort.eval.mot import MotSequence
+    from ray_deepsort.io.mot import MotSequence
+    from ray_deepsort.io.video import open_video
 
     sequence = MotSequence(Path(seq_dir))
     info = sequence.info
@@ -182,11 +183,8 @@ def mot_frames(
     empty = Detections.empty()
     source = sequence.frame_source if with_images else None
     extension_format = _EXTENSION_FORMATS.get(info.im_ext.lower())
-    capture = None
-    if source == "video":
-        import cv2
-
-        capture = cv2.VideoCapture(str(sequence.video_path))
+    video = open_video(str(sequence.video_path), need_pixels=True) if source == "video" else None
+    decoded = video.frames if video is not None else iter(())
     try:
         for number in range(1, count + 1):
             image: np.ndarray | bytes | None = None
@@ -199,9 +197,8 @@ def mot_frames(
                     import cv2
 
                     image = cv2.imread(str(path))
-            elif capture is not None:
-                ok, decoded = capture.read()
-                image = decoded if ok else None
+            else:
+                image = next(decoded, (None, None))[1]
             yield make_frame(
                 stream_id,
                 number - 1,
@@ -213,8 +210,8 @@ def mot_frames(
                 jpeg_quality=jpeg_quality,
             )
     finally:
-        if capture is not None:
-            capture.release()
+        if video is not None:
+            video.close()
 
 
 def video_frames(
@@ -232,39 +229,32 @@ def video_frames(
     Without `detections_path` frames carry no boxes (useful for plumbing tests only: the job
     tracks upstream detections, it does not detect).
     """
-    import cv2
-
     from ray_deepsort.core import Detections
-    from ray_deepsort.eval.mot import read_detections
+    from ray_deepsort.io.mot import read_detections
+    from ray_deepsort.io.video import open_video
 
     detections = read_detections(detections_path) if detections_path else {}
     if not detections_path:
         logger.warning("no --detections given: frames of %s carry no boxes", video)
-    capture = cv2.VideoCapture(str(video))
-    if not capture.isOpened():
-        raise FileNotFoundError(f"OpenCV cannot open video {video}")
-    fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
+    source = open_video(str(video), need_pixels=True)
     stream_id = stream_id or Path(video).stem
     base = time.time() if start_time is None else start_time
     empty = Detections.empty()
     try:
-        index = 0
-        while max_frames is None or index < max_frames:
-            ok, image = capture.read()
-            if not ok:
+        for index, image in source.frames:
+            if max_frames is not None and index >= max_frames:
                 break
             yield make_frame(
                 stream_id,
                 index,
-                base + index / fps,
+                base + index / source.fps,
                 detections.get(index + 1, empty),
                 image=image,
                 image_format=image_format,
                 jpeg_quality=jpeg_quality,
             )
-            index += 1
     finally:
-        capture.release()
+        source.close()
 
 
 # --------------------------------------------------------------------------- publishing

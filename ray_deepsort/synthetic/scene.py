@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from ray_deepsort.core.detections import Detections
+from ray_deepsort.io.mot import DETECTIONS_FILE, GROUND_TRUTH_FILE, SEQINFO_FILE
 from ray_deepsort.synthetic.render import (
     draw_person,
     make_background,
@@ -477,15 +478,15 @@ class SyntheticScene:
             "imHeight": str(cfg.height),
             "imExt": ".jpg",
         }
-        with open(seq_dir / "seqinfo.ini", "w") as handle:
+        with open(seq_dir / SEQINFO_FILE, "w") as handle:
             info.write(handle, space_around_delimiters=False)
         np.savetxt(
-            seq_dir / "det" / "det.txt",
+            seq_dir / DETECTIONS_FILE,
             self.detection_rows(),
             fmt="%d,%d,%.2f,%.2f,%.2f,%.2f,%.4f,%d,%d,%d",
         )
         np.savetxt(
-            seq_dir / "gt" / "gt.txt",
+            seq_dir / GROUND_TRUTH_FILE,
             self.ground_truth,
             fmt="%d,%d,%.2f,%.2f,%.2f,%.2f,%d,%d,%.4f",
         )

@@ -20,11 +20,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from ray_deepsort.archive.detections import read_detection_table
 from ray_deepsort.archive.driver import ArchiveConfig, ArchiveJob, default_tracker_params
 from ray_deepsort.archive.output import read_dataset
 from ray_deepsort.archive.synthetic import SMALL_SCENE, write_synthetic_archive
 from ray_deepsort.core import DeepSORTTracker, Detections
+from ray_deepsort.io.detections import read_detection_table
 from ray_deepsort.pipeline.parquet import tracks_table
 from ray_deepsort.pipeline.types import FrameResult, SourcePosition
 from ray_deepsort.synthetic import SyntheticScene
@@ -123,8 +123,8 @@ def _archive_rows(output: Path, key: str) -> pa.Table:
 @pytest.mark.slow
 def test_archive_rows_equal_in_process_tracking(tmp_path: Path, ray_local: None) -> None:
     """Videos with Parquet, CSV and MOT detections and a MOTChallenge sequence, with ReID."""
-    from ray_deepsort.eval.mot import MotSequence, write_results
     from ray_deepsort.eval.runner import track_sequence
+    from ray_deepsort.io.mot import MotSequence, write_results
 
     inputs = tmp_path / "in"
     videos = [

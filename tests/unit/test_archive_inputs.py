@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ray_deepsort.archive.detections import read_detection_table
 from ray_deepsort.archive.inputs import (
     ArchiveInput,
     InputError,
@@ -18,6 +17,7 @@ from ray_deepsort.archive.inputs import (
     resolve_detections,
     safe_name,
 )
+from ray_deepsort.io.detections import read_detection_table
 
 
 def _touch(path: Path, data: bytes = b"x") -> Path:

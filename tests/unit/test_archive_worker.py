@@ -12,9 +12,7 @@ import numpy as np
 import pytest
 
 from ray_deepsort.archive import render as render_cli
-from ray_deepsort.archive.detections import read_detection_table
 from ray_deepsort.archive.driver import default_tracker_params
-from ray_deepsort.archive.frames import open_video
 from ray_deepsort.archive.inputs import ArchiveInput, InputError, resolve_detections
 from ray_deepsort.archive.output import (
     ArchiveStore,
@@ -32,7 +30,9 @@ from ray_deepsort.archive.synthetic import (
 )
 from ray_deepsort.archive.worker import VideoOutcome, VideoTask, WorkerSettings, process_video
 from ray_deepsort.core import DeepSORTTracker, Detections
-from ray_deepsort.eval.mot import write_results
+from ray_deepsort.io.detections import read_detection_table
+from ray_deepsort.io.mot import write_results
+from ray_deepsort.io.video import open_video
 from ray_deepsort.synthetic import SyntheticScene
 
 SCENE = replace(SMALL_SCENE, num_frames=40)

@@ -69,7 +69,7 @@ def test_frame_source_and_seqinfo(run_peer: ModuleType, tiny_sequence: Path) -> 
 
 
 def test_peer_results_file_reads_back_with_our_reader(run_peer: ModuleType, tmp_path: Path) -> None:
-    from ray_deepsort.eval.mot import read_results
+    from ray_deepsort.io.mot import read_results
 
     boxes = [np.array([[0, 0, 10, 20], [5, 5, 15, 25]], float), np.array([[1, 1, 11, 21]], float)]
     ids = [np.array([3, -1]), np.array([3])]

@@ -16,8 +16,8 @@ import pytest
 
 import ray_deepsort.core
 from ray_deepsort.eval import cli
-from ray_deepsort.eval.mot import MotSequence, read_results
 from ray_deepsort.eval.runner import track_sequence
+from ray_deepsort.io.mot import MotSequence, read_results
 from ray_deepsort.synthetic import SceneConfig, SyntheticScene
 
 # Few, well separated people, no occluders: a motion-only tracker should get most of it right.

@@ -36,8 +36,8 @@ import pytest
 
 from ray_deepsort.core import DeepSORTTracker, Detections
 from ray_deepsort.eval.metrics import compute_raw, summarize
-from ray_deepsort.eval.mot import GroundTruth, MotSequence
 from ray_deepsort.eval.runner import track_sequence
+from ray_deepsort.io.mot import GroundTruth, MotSequence
 from ray_deepsort.synthetic import SceneConfig, SyntheticScene
 
 MOT15 = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mot15"

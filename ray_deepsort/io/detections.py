@@ -1,4 +1,4 @@
-"""Per-video detections files: MOTChallenge det.txt, CSV or Parquet, as one columnar table.
+"""Detection files: MOTChallenge det.txt, CSV or Parquet, as one columnar table.
 
 Formats (chosen by extension):
 - `.txt` (MOTChallenge `det.txt`): `frame,id,x,y,w,h,conf,...`, frames 1-based, class 0.
@@ -19,8 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ray_deepsort.archive.inputs import InputError
-from ray_deepsort.pipeline.detector import FrameDetections
+from ray_deepsort.io.errors import InputError
 
 FRAME_COLUMNS = ("frame", "frame_index", "frame_id")
 SCORE_COLUMNS = ("confidence", "score", "conf")
@@ -32,6 +31,16 @@ XYWH_COLUMNS = (
     ("left", "top", "width", "height"),
     ("bb_left", "bb_top", "bb_width", "bb_height"),
 )
+
+
+@dataclass(frozen=True, eq=False)
+class FrameDetections:
+    """Detections of one frame as plain arrays, plus the stream of each box (None = one stream)."""
+
+    xyxy: np.ndarray  # float32 [N, 4]
+    confidence: np.ndarray  # float32 [N]
+    class_id: np.ndarray  # int64 [N]
+    stream: np.ndarray | None = None  # [N] str, or None when the source names no streams
 
 
 @dataclass
@@ -145,7 +154,7 @@ def read_detection_table(
         raise InputError(f"detections file not found: {path}")
     try:
         if fmt == "mot":
-            from ray_deepsort.eval.mot import read_detections
+            from ray_deepsort.io.mot import read_detections
 
             per_frame = read_detections(path)
             frames = sorted(per_frame)

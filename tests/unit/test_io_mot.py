@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ray_deepsort.core.detections import Detections
-from ray_deepsort.eval.mot import (
+from ray_deepsort.io.mot import (
     MotSequence,
     find_sequences,
     read_detections,

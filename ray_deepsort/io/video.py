@@ -1,4 +1,4 @@
-"""Frame sources of archive inputs: a video file through OpenCV, or a MOTChallenge sequence.
+"""Frame sources: a video file through OpenCV, or a MOTChallenge sequence.
 
 Frames are numbered from 0 in decoding order. When no pixels are needed (motion-only tracking
 from a detections file) video frames are only grabbed (demuxed and decoded, not converted), so
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ray_deepsort.archive.inputs import ArchiveInput, InputError
+from ray_deepsort.io.errors import InputError
 
 DEFAULT_FPS = 30.0
 
@@ -87,7 +87,7 @@ def open_video(path: str, need_pixels: bool) -> FrameSource:
 
 def open_sequence(path: str, need_pixels: bool) -> FrameSource:
     """Open a MOTChallenge sequence; frames from `img1/` or `SEQ.mp4` when pixels are needed."""
-    from ray_deepsort.eval.mot import MotSequence
+    from ray_deepsort.io.mot import MotSequence
 
     try:
         sequence = MotSequence(Path(path))
@@ -113,9 +113,3 @@ def open_sequence(path: str, need_pixels: bool) -> FrameSource:
             yield number - 1, image
 
     return FrameSource(fps, info.im_width, info.im_height, info.seq_length, frames(), warnings)
-
-
-def open_source(item: ArchiveInput, need_pixels: bool) -> FrameSource:
-    if item.kind == "mot":
-        return open_sequence(item.path, need_pixels)
-    return open_video(item.path, need_pixels)

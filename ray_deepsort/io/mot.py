@@ -22,6 +22,11 @@ import numpy as np
 
 from ray_deepsort.core.detections import Detections
 
+# Where a MOTChallenge sequence folder keeps its files.
+SEQINFO_FILE = "seqinfo.ini"
+DETECTIONS_FILE = Path("det") / "det.txt"
+GROUND_TRUTH_FILE = Path("gt") / "gt.txt"
+
 PEDESTRIAN_CLASS = 1
 DISTRACTOR_CLASSES = (2, 7, 8, 12)  # TrackEval's MOT17 distractors
 
@@ -217,7 +222,7 @@ class SeqInfo:
 
 def read_seqinfo(seq_dir: str | Path) -> SeqInfo:
     seq_dir = Path(seq_dir)
-    path = seq_dir / "seqinfo.ini"
+    path = seq_dir / SEQINFO_FILE
     if not path.exists():
         raise FileNotFoundError(f"no seqinfo.ini in {seq_dir}")
     parser = configparser.ConfigParser()
@@ -236,7 +241,7 @@ def read_seqinfo(seq_dir: str | Path) -> SeqInfo:
 
 
 def is_sequence_dir(path: str | Path) -> bool:
-    return (Path(path) / "seqinfo.ini").is_file()
+    return (Path(path) / SEQINFO_FILE).is_file()
 
 
 def find_sequences(paths: list[str | Path]) -> list[Path]:
@@ -279,11 +284,11 @@ class MotSequence:
 
     @property
     def det_path(self) -> Path:
-        return self.path / "det" / "det.txt"
+        return self.path / DETECTIONS_FILE
 
     @property
     def gt_path(self) -> Path | None:
-        path = self.path / "gt" / "gt.txt"
+        path = self.path / GROUND_TRUTH_FILE
         return path if path.exists() else None
 
     @property
@@ -333,15 +338,15 @@ class MotSequence:
                 image = cv2.imread(str(self.image_dir / f"{frame:06d}{self.info.im_ext}"))
                 yield frame, image
         elif source == "video":
-            import cv2
+            from ray_deepsort.io.video import open_video
 
-            capture = cv2.VideoCapture(str(self.video_path))
+            video = open_video(str(self.video_path), need_pixels=True)
             try:
+                decoded = video.frames
                 for frame in range(1, self.num_frames + 1):
-                    ok, image = capture.read() if capture.isOpened() else (False, None)
-                    yield frame, image if ok else None
+                    yield frame, next(decoded, (None, None))[1]
             finally:
-                capture.release()
+                video.close()
         else:
             for frame in range(1, self.num_frames + 1):
                 yield frame, None
