@@ -10,7 +10,7 @@ stateless, so embedder calls are retried on the restarted actor (`max_task_retri
 the same result. A tracker shard's state dies with it, so its calls are never retried: each
 incarnation has a random token (`ready()` returns it) and refuses calls addressed to another
 one with `ShardRestartedError`, so a restart can never silently track on with empty state; the
-driver rebuilds the state and adopts the new token (`ActorPool.await_shards`). An exception a
+driver rebuilds the state and adopts the new token (`JobActors.await_shards`). An exception a
 shard call raises itself (such as `CheckpointRestoreError`) neither restarts the actor nor is
 retried (Ray retries application errors only with `retry_exceptions`): it reaches the driver.
 """
@@ -201,7 +201,7 @@ class TrackerShardActor:
 
 
 @dataclass
-class ActorPool:
+class JobActors:
     """The started actors of one job run."""
 
     plan: ActorPlan
@@ -255,7 +255,7 @@ def start_actors(
     checkpoint_root: str | None = None,
     fsync: bool = True,
     on_invalid: str = "fail",
-) -> ActorPool:
+) -> JobActors:
     """Create the actors of `plan` and wait until every one has started (model loaded).
 
     `checkpoint_root` (the output path) lets tracker shards read and write their streams'
@@ -308,7 +308,7 @@ def start_actors(
                 on_invalid,
             )
         )
-    pool = ActorPool(plan=plan, embedders=embedders, shards=shards, embedding_dim=None)
+    pool = JobActors(plan=plan, embedders=embedders, shards=shards, embedding_dim=None)
     started = wait_until_started(
         {
             **{f"embedder {k}": actor for k, actor in enumerate(embedders)},

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ray_deepsort.core.detections import Detections, to_native
+from ray_deepsort.core.detections import to_native
 from ray_deepsort.io.detections import FrameDetections
 from ray_deepsort.pipeline.actors import wait_until_started
 
@@ -224,12 +224,3 @@ def start_detectors(
             f"detector plugin {spec.target} did not load: {lines[-1] if lines else error}"
         ) from None
     return handles
-
-
-def detections_of(frame: FrameDetections, mask: np.ndarray | None = None) -> Detections:
-    """`Detections` of a frame (optionally of the boxes in `mask`)."""
-    if mask is None:
-        return Detections(xyxy=frame.xyxy, confidence=frame.confidence, class_id=frame.class_id)
-    return Detections(
-        xyxy=frame.xyxy[mask], confidence=frame.confidence[mask], class_id=frame.class_id[mask]
-    )

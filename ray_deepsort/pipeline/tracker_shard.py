@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 
 from ray_deepsort.core import Detections, InvalidTrackerState
-from ray_deepsort.pipeline.checkpoint import CheckpointError, CheckpointStore, StreamCheckpoint
 from ray_deepsort.pipeline.registry import OutOfOrderFrameError, TrackerRegistry
 from ray_deepsort.pipeline.sharding import shard_of
+from ray_deepsort.pipeline.state_store import CheckpointError, CheckpointStore, StreamCheckpoint
 from ray_deepsort.pipeline.types import (
     EmbedBatchResult,
     FrameFailure,

@@ -17,9 +17,9 @@ from ray_deepsort.reid.spec import ModelSpec
 _LAZY = {
     "MissingExtraError": "ray_deepsort.reid.backends",
     "ModelLoadError": "ray_deepsort.reid.backends",
-    "CheckpointLoadResult": "ray_deepsort.reid.checkpoints",
-    "load_checkpoint": "ray_deepsort.reid.checkpoints",
-    "read_checkpoint": "ray_deepsort.reid.checkpoints",
+    "CheckpointLoadResult": "ray_deepsort.reid.weights",
+    "load_checkpoint": "ray_deepsort.reid.weights",
+    "read_checkpoint": "ray_deepsort.reid.weights",
     "ReIDModel": "ray_deepsort.reid.model",
     "WeightsUnavailableError": "ray_deepsort.reid.model",
     "find_mobilenetv2_weights": "ray_deepsort.reid.model",

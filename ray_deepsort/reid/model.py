@@ -29,7 +29,6 @@ from ray_deepsort.reid.backends import (
     import_extra,
     resolve_device,
 )
-from ray_deepsort.reid.checkpoints import CheckpointLoadResult, load_checkpoint
 from ray_deepsort.reid.crops import (
     aspect_boxes,
     crop_boxes,
@@ -54,6 +53,7 @@ from ray_deepsort.reid.onnx_repair import (
     count_mean_variance_nodes,
 )
 from ray_deepsort.reid.spec import COLOR_ORDERS, IMAGENET_MEAN, IMAGENET_STD, ModelSpec
+from ray_deepsort.reid.weights import CheckpointLoadResult, load_checkpoint
 
 logger = logging.getLogger(__name__)
 

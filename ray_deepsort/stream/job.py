@@ -20,7 +20,7 @@ without storage) is noticed and this job's own offsets win (docs/streaming.md, "
 broker outages").
 
 Tracker-state checkpoints (when to snapshot, write, restore and evict) are decided by the
-`CheckpointCoordinator` in `ray_deepsort.stream.checkpoints`; this driver calls it at each step.
+`CheckpointCoordinator` in `ray_deepsort.stream.snapshots`; this driver calls it at each step.
 """
 
 from __future__ import annotations
@@ -50,10 +50,10 @@ from ray_deepsort.pipeline.types import (
     SourcePosition,
     TrackRequest,
 )
-from ray_deepsort.stream.checkpoints import CheckpointCoordinator, ShardStates
 from ray_deepsort.stream.config import StreamConfig
 from ray_deepsort.stream.metrics import JobMetrics
 from ray_deepsort.stream.retry import Backoff
+from ray_deepsort.stream.snapshots import CheckpointCoordinator, ShardStates
 from ray_deepsort.stream.wire import (
     FrameMessage,
     WireFormatError,

@@ -19,10 +19,8 @@ Results (`encode_result`) are one JSON object per frame; see docs/wire-format.md
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -512,23 +510,6 @@ def _embedding_header(header: Mapping[str, Any], num_detections: int) -> tuple[i
             "bad_value", f"header.embeddings.shape D must be in [1, {MAX_EMBEDDING_DIM}], got {dim}"
         )
     return rows, dim
-
-
-# --------------------------------------------------------------------------- paths
-_PATH_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
-_PATH_PREFIX_LENGTH = 64
-
-
-def stream_path_component(stream_id: str) -> str:
-    """A file/folder name for a stream id from the wire: never `/`, `..`, NUL or absolute.
-
-    Stream ids may hold any printable Unicode (`../../etc`, `a/b`, `C:\\x`), so they are never
-    used in a path as they are: the readable part keeps only [A-Za-z0-9_-] (at most 64 chars)
-    and a SHA-256 suffix of the exact id keeps distinct ids distinct (`cam/1` vs `cam_1`).
-    """
-    readable = _PATH_UNSAFE.sub("_", stream_id)[:_PATH_PREFIX_LENGTH].strip("_") or "stream"
-    digest = hashlib.sha256(stream_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    return f"{readable}-{digest}"
 
 
 # --------------------------------------------------------------------------- images

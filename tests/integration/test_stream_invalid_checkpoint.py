@@ -14,7 +14,7 @@ from stream_support import (
     reference_tracker_ids,
 )
 
-from ray_deepsort.pipeline.checkpoint import CheckpointStore, StreamCheckpoint
+from ray_deepsort.pipeline.state_store import CheckpointStore, StreamCheckpoint
 from ray_deepsort.pipeline.tracker_shard import CheckpointRestoreError
 from ray_deepsort.stream.broker import LocalBroker
 from ray_deepsort.stream.job import StreamJob

@@ -22,8 +22,8 @@ from stream_support import (
 )
 
 from ray_deepsort.core import is_default
-from ray_deepsort.pipeline.checkpoint import CheckpointStore
 from ray_deepsort.pipeline.parquet import ParquetResultWriter, parse_batch_file_stem
+from ray_deepsort.pipeline.state_store import CheckpointStore
 from ray_deepsort.stream.broker import LocalBroker
 from ray_deepsort.stream.job import SimulatedCrash, StreamJob
 from ray_deepsort.stream.publish import FramePublisher, make_frame, publish, synthetic_frames

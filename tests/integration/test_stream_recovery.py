@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from stream_support import Topics, job_config, parquet_tracker_ids, reference_tracker_ids
 
-from ray_deepsort.pipeline.checkpoint import CheckpointStore
+from ray_deepsort.pipeline.state_store import CheckpointStore
 from ray_deepsort.stream.broker import LocalBroker
 from ray_deepsort.stream.job import SimulatedCrash, StreamJob
 from ray_deepsort.stream.publish import FramePublisher, publish, synthetic_frames

@@ -11,13 +11,13 @@ import numpy as np
 from kafka.structs import TopicPartition
 
 from ray_deepsort.pipeline import ParquetResultWriter
-from ray_deepsort.pipeline.checkpoint import stream_file_name
 from ray_deepsort.pipeline.parquet import batch_file_stem
+from ray_deepsort.pipeline.state_store import stream_file_name
 from ray_deepsort.pipeline.types import FrameResult, SourcePosition
-from ray_deepsort.stream.checkpoints import CheckpointCoordinator
 from ray_deepsort.stream.config import load_config
 from ray_deepsort.stream.job import StreamJob
 from ray_deepsort.stream.metrics import JobMetrics
+from ray_deepsort.stream.snapshots import CheckpointCoordinator
 
 Record = namedtuple("Record", "topic partition offset key value")
 P0, P1, P2 = (TopicPartition("frames", k) for k in range(3))

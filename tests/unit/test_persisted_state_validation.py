@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from ray_deepsort.archive.output import ArchiveStore, Manifest, ManifestEntry, ManifestError
-from ray_deepsort.pipeline.checkpoint import (
+from ray_deepsort.pipeline.state_store import (
     CheckpointError,
     CheckpointStore,
     PartitionManifest,

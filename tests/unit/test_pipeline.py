@@ -309,7 +309,7 @@ def test_shard_writes_and_lazily_restores_checkpoints_skipping_included_frames(t
 def _nan_checkpoint(root: Path, scene: SyntheticScene) -> str:
     """A stream file for "cam" (frames[0], frames 0-9) that reads but holds NaN in a track's
     filter; returns its path."""
-    from ray_deepsort.pipeline.checkpoint import CheckpointStore, StreamCheckpoint
+    from ray_deepsort.pipeline.state_store import CheckpointStore, StreamCheckpoint
 
     shard = TrackerShard(PARAMS, 0, 1, checkpoint_root=str(root))
     for i in range(10):

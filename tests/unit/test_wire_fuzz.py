@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ray_deepsort.pipeline.parquet import ParquetResultWriter, batch_file_stem
+from ray_deepsort.pipeline.state_store import path_component, stream_file_name
 from ray_deepsort.pipeline.types import FrameResult, SourcePosition
 from ray_deepsort.stream.config import load_config
 from ray_deepsort.stream.wire import (
@@ -36,7 +37,6 @@ from ray_deepsort.stream.wire import (
     WireFormatError,
     decode_frame,
     encode_frame,
-    stream_path_component,
 )
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "wire-format.md"
@@ -381,14 +381,15 @@ def test_unicode_and_traversal_stream_ids(stream_id: str, key_from_id: bool) -> 
 
 @settings(FUZZ, max_examples=400)
 @given(first=STREAM_IDS, second=STREAM_IDS)
-def test_stream_path_component_is_safe_and_distinct(first: str, second: str) -> None:
+def test_stream_file_names_are_safe_and_distinct(first: str, second: str) -> None:
+    """Any stream id the wire accepts names one tracker-state file inside its folder."""
     root = Path("/srv/output").resolve()
     for stream_id in (first, second):
-        name = stream_path_component(stream_id)
-        assert re.fullmatch(r"[A-Za-z0-9_-]{1,64}-[0-9a-f]{16}", name), name
-        assert (root / name).resolve().parent == root
+        name = path_component(stream_id)
+        assert re.fullmatch(r"[A-Za-z0-9_-]{1,32}-[0-9a-f]{16}", name), name
+        assert (root / stream_file_name(stream_id)).resolve().parent == root
     if first != second:
-        assert stream_path_component(first) != stream_path_component(second)
+        assert stream_file_name(first) != stream_file_name(second)
 
 
 def test_parquet_paths_never_contain_stream_ids(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from driver_fakes import (
     make_job,
 )
 
-from ray_deepsort.pipeline.checkpoint import CheckpointStore, PartitionManifest
+from ray_deepsort.pipeline.state_store import CheckpointStore, PartitionManifest
 
 
 def test_checkpoint_behind_the_commit_replays_without_output(tmp_path: Path) -> None:

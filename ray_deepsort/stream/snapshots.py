@@ -1,6 +1,6 @@
 """`CheckpointCoordinator`: when the stream job snapshots, writes, restores and evicts state.
 
-The files are `ray_deepsort.pipeline.checkpoint`'s and each tracker shard writes its own
+The files are `ray_deepsort.pipeline.state_store`'s and each tracker shard writes its own
 streams' files; this module decides what is written when, so that the checkpoints always agree
 with the committed offsets:
 
@@ -31,11 +31,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ray_deepsort.pipeline.checkpoint import CheckpointStore, PartitionManifest
 from ray_deepsort.pipeline.sharding import drop_streams, shard_of
+from ray_deepsort.pipeline.state_store import CheckpointStore, PartitionManifest
 
 if TYPE_CHECKING:
-    from ray_deepsort.pipeline.actors import ActorPool
+    from ray_deepsort.pipeline.actors import JobActors
     from ray_deepsort.stream.config import StreamConfig
     from ray_deepsort.stream.job import JobSummary
 
@@ -84,7 +84,7 @@ class CheckpointCoordinator:
     def __init__(
         self,
         config: StreamConfig,
-        pool: ActorPool,
+        pool: JobActors,
         summary: JobSummary,
         get: Callable[[list[Any]], list[Any]] = _ray_get,
     ) -> None:

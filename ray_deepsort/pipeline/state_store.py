@@ -43,21 +43,23 @@ class CheckpointError(ValueError):
     """A checkpoint file that is missing, malformed, pickled or for another stream."""
 
 
-def _safe_name(text: str) -> str:
-    """Readable prefix + hash of the full text: unique, and only [A-Za-z0-9_-]."""
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+def path_component(text: str) -> str:
+    """A file or folder name for any text (a stream id from the wire, a topic): never `/`, `..`,
+    NUL or absolute. A readable prefix keeps [A-Za-z0-9_-] and a SHA-256 suffix of the exact
+    text keeps distinct texts distinct (`cam/1` vs `cam_1`)."""
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
     prefix = _UNSAFE.sub("_", text)[:_PREFIX_CHARS] or "_"
     return f"{prefix}-{digest}"
 
 
 def stream_file_name(stream_id: str) -> str:
-    return f"{_safe_name(stream_id)}.npz"
+    return f"{path_component(stream_id)}.npz"
 
 
 def partition_folder(topic: str, partition: int) -> str:
     if partition < 0:
         raise ValueError("partition must be >= 0")
-    return f"{_safe_name(topic)}-{partition:05d}"
+    return f"{path_component(topic)}-{partition:05d}"
 
 
 @dataclass(frozen=True, eq=False)

@@ -110,7 +110,7 @@ def test_renamed_keys_map_by_position_with_a_warning(
     path = tmp_path / "other_names.pt"
     torch.save({"model": renamed}, path)
     backbone = fresh_backbone()
-    with caplog.at_level(logging.WARNING, logger="ray_deepsort.reid.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="ray_deepsort.reid.weights"):
         result = load_checkpoint(backbone, path)
     assert result.mode == "position"
     assert result.dropped_keys == ["classifier.1.weight", "classifier.1.bias"]

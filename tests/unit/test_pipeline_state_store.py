@@ -11,7 +11,7 @@ import pyarrow.fs as pafs
 import pytest
 
 from ray_deepsort.core import DeepSORTTracker, Detections
-from ray_deepsort.pipeline.checkpoint import (
+from ray_deepsort.pipeline.state_store import (
     CheckpointError,
     CheckpointStore,
     PartitionManifest,
