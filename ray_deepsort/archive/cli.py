@@ -126,7 +126,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--frames-per-request", type=int, default=8)
     group.add_argument("--max-inflight-requests", type=int, default=4)
     group.add_argument("--max-retries", type=int, default=3, help="retries of a dead worker")
-    group.add_argument("--ray-address", default="", help="'' = Ray's default, 'local' = new")
+    group.add_argument(
+        "--ray-address",
+        default="",
+        help="'' = the job's cluster (RAY_ADDRESS), a running local one, else a new one; "
+        "'local' = always new",
+    )
     group.add_argument("--num-cpus", type=int, help="CPUs of a new local Ray (--ray-address local)")
     group = parser.add_argument_group("output")
     group.add_argument("--chunk-frames", type=int, default=3000, help="frames per Parquet file")

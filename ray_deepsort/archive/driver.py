@@ -640,15 +640,11 @@ def run_archive(
     """Connect to Ray (unless connected) and run the archive job."""
 
     def connect() -> None:
-        import ray
+        from ray_deepsort.pipeline.cluster import connect_ray
 
-        if ray.is_initialized():
-            return
-        options: dict[str, Any] = {"address": ray_address or None, "log_to_driver": True}
-        if ray_address == "local":
-            options["include_dashboard"] = False
-            if num_cpus:
-                options["num_cpus"] = num_cpus
-        ray.init(**options)
+        options: dict[str, Any] = {"log_to_driver": True, "include_dashboard": False}
+        if num_cpus:
+            options["num_cpus"] = num_cpus
+        connect_ray(ray_address or "", **options)
 
     return ArchiveJob(config, connect=connect).run()

@@ -61,7 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--commit-interval", type=float, help="job.commit_interval_s")
     parser.add_argument("--max-idle", type=float, help="job.max_idle_s (0 = run until stopped)")
     parser.add_argument("--expected-frames", type=int, help="job.expected_frames")
-    parser.add_argument("--ray-address", help="ray.address ('' = ray.init() default)")
+    parser.add_argument(
+        "--ray-address",
+        help="ray.address ('' = the job's cluster, a running local one, else a new one)",
+    )
     parser.add_argument("--create-topics", action="store_true", help="kafka.create_topics = true")
     parser.add_argument(
         "--print-config", action="store_true", help="print the effective config and exit"

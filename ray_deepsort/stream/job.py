@@ -1253,14 +1253,9 @@ def make_producer(config: StreamConfig) -> Any:
 
 def run_stream_job(config: StreamConfig, *, install_signal_handlers: bool = False) -> JobSummary:
     """Connect to Ray (per `ray.address`) unless already connected, and run the job."""
-    import ray
+    from ray_deepsort.pipeline.cluster import connect_ray
 
-    if not ray.is_initialized():
-        ray.init(
-            address=config.ray.address or None,
-            namespace=config.ray.namespace,
-            log_to_driver=True,
-        )
+    connect_ray(config.ray.address, namespace=config.ray.namespace, log_to_driver=True)
     job = StreamJob(config)
     if install_signal_handlers:
         job.install_signal_handlers()
