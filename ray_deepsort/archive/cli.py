@@ -129,8 +129,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--ray-address",
         default="",
-        help="'' = the job's cluster (RAY_ADDRESS), a running local one, else a new one; "
-        "'local' = always new",
+        help="host:port, ray://host:port or auto (the running local cluster); '' = the job's "
+        "cluster under ray job submit, else a new local Ray",
     )
     group.add_argument("--num-cpus", type=int, help="CPUs of a new local Ray (--ray-address local)")
     group = parser.add_argument_group("output")
@@ -230,11 +230,12 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return dry_run(config)
     from ray_deepsort.pipeline.actors import PlacementError
+    from ray_deepsort.pipeline.cluster import RayUnreachableError
     from ray_deepsort.pipeline.detector import DetectorPluginError
 
     try:
         summary = run_archive(config, ray_address=args.ray_address or None, num_cpus=args.num_cpus)
-    except (PlacementError, DetectorPluginError) as error:
+    except (PlacementError, DetectorPluginError, RayUnreachableError) as error:
         print(f"reprocess: {error}", file=sys.stderr)
         return 2
     print(summary.render())

@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--expected-frames", type=int, help="job.expected_frames")
     parser.add_argument(
         "--ray-address",
-        help="ray.address ('' = the job's cluster, a running local one, else a new one)",
+        help="ray.address ('' = the job's cluster under ray job submit, else a new local Ray)",
     )
     parser.add_argument("--create-topics", action="store_true", help="kafka.create_topics = true")
     parser.add_argument(
@@ -109,11 +109,15 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(dumps(config))
         return 0
+    from ray_deepsort.pipeline.cluster import RayUnreachableError
     from ray_deepsort.pipeline.tracker_shard import CheckpointRestoreError
     from ray_deepsort.stream.job import run_stream_job
 
     try:
         summary = run_stream_job(config, install_signal_handlers=True)
+    except RayUnreachableError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except CheckpointRestoreError as error:  # checkpoint.on_invalid = "fail"
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -63,6 +64,9 @@ def test_ray_job_submit(broker: LocalBroker, topics: Topics, tmp_path: Path) -> 
     env = {**os.environ, "RAY_AUTH_MODE": "token", "PATH": path}
     env.pop("RAY_ADDRESS", None)
     gcs_port, dashboard_port = free_port(), free_port()
+    # Its own temp dir (short: Ray's unix sockets live in it), so the address file a killed head
+    # leaves behind never reaches another Ray on the machine; removed at the end.
+    temp_dir = tempfile.mkdtemp(prefix="rd-head-", dir="/tmp")
     head = subprocess.Popen(
         [
             _ray_cli(),
@@ -80,6 +84,7 @@ def test_ray_job_submit(broker: LocalBroker, topics: Topics, tmp_path: Path) -> 
             f"--runtime-env-agent-port={free_port()}",
             f"--metrics-export-port={free_port()}",
             "--disable-usage-stats",
+            f"--temp-dir={temp_dir}",
         ],
         env=env,
         stdout=subprocess.DEVNULL,
@@ -139,3 +144,4 @@ def test_ray_job_submit(broker: LocalBroker, topics: Topics, tmp_path: Path) -> 
         time.sleep(2)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(head.pid, signal.SIGKILL)
+        shutil.rmtree(temp_dir, ignore_errors=True)
