@@ -1,9 +1,11 @@
 """DeepSORT (Wojke et al. 2017) behind the Roboflow `trackers` API.
 
-One `update()` per frame: predict every track, match confirmed tracks to detections through the
-matching cascade (appearance + Mahalanobis cost, both gated), match what is left by IoU, correct
-matched tracks (confirming those with enough hits), age out missed ones, start tentative tracks
-from confident unmatched detections.
+One `update()` per frame, laid out like nwojke/deep_sort's `Tracker.predict` + `Tracker.update`:
+predict every track; match confirmed tracks to detections through the matching cascade
+(appearance + overlap cost, Mahalanobis and appearance gates); match what is left by IoU; mark
+matched tracks hit (confirming those with enough hits); mark the others missed; start tentative
+tracks from confident unmatched detections. The track lifecycle (states and transitions) is in
+`tracks.py`; a frame's detections travel as one `FrameDetections` record.
 
 Long-term re-identification: a confirmed track missed for more than `max_age` frames leaves the
 cascade (its predicted box has long stopped meaning anything) but, if it has appearance features,
@@ -12,6 +14,32 @@ long-lost track's place (ID and gallery) if the two are mutual nearest neighbour
 within the gate, and it is near enough to where the lost one was last seen. A person hidden for
 seconds behind a pillar thereby keeps their ID, the cascade still prefers recently seen tracks,
 and a one-frame false detection cannot wake a lost track (it is never confirmed).
+
+Differences from Wojke et al. 2017 (and nwojke/deep_sort), and why:
+- The Mahalanobis gate covers the box centre only by default (χ²₀.₉₅ for 2 degrees of freedom,
+  `gate_position_only`): noisy detector boxes fail the aspect/height part while overlapping.
+- Cascade cost `w·appearance + (1−w)·(1 − IoU with the predicted box)` (`appearance_weight`),
+  not appearance alone; Mahalanobis distance stays a gate only (the paper's λ = 0). Motion
+  still ranks candidates when features are weak, and w = 0 gives a motion-only cascade.
+- In the cascade a pair must also overlap (IoU ≥ `minimum_iou_threshold`) unless track and
+  detection are mutual nearest neighbours in appearance: a track can come back after an
+  occlusion, but a look-alike nearby cannot take its ID.
+- The appearance gate defaults to 0.7, or to the ReID model's recommended gate: distances do
+  not carry over between embedding models (nwojke's app uses 0.2 for its own network).
+- Confirmed tracks missed for more than max_age become long-lost and re-identifiable at
+  confirmation (above) instead of being deleted.
+- `max_age` is `lost_track_buffer` frames at 30 fps scaled by `frame_rate / 30`; a gap in
+  `frame_index` or `timestamp` is predicted across and counts as that many missed frames.
+- Tracks and detections of different classes never match (unless `class_agnostic`).
+- Low-confidence detections still continue tracks; only starting one needs
+  `track_activation_threshold` (nwojke's app drops them before tracking).
+- Public IDs are issued at confirmation, consecutively in creation order; tentative tracks have
+  none (nwojke numbers every tentative track, so its confirmed IDs have gaps).
+- Memory is bounded: `gallery_budget` features per track (float16 optional), at most
+  `max_tracks` tracks (the least confident new detections start none) and `max_lost_tracks`.
+- Invalid boxes (non-finite, empty, wholly outside the frame) are ignored, never tracked.
+- The Kalman filter's aspect noise is relative to the aspect and its initial velocity prior is
+  wider (`kalman_filter.py`).
 """
 
 from __future__ import annotations
@@ -20,7 +48,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from ray_deepsort.core.boxes import iou_matrix, valid_box_mask, xyah_to_xyxy, xyxy_to_xyah
+from ray_deepsort.core.boxes import iou_matrix, valid_box_mask, xyah_to_xyxy
 from ray_deepsort.core.defaults import (
     DEFAULT_APPEARANCE_THRESHOLD,
     DEFAULT_APPEARANCE_WEIGHT,
@@ -28,17 +56,17 @@ from ray_deepsort.core.defaults import (
     resolve_default,
 )
 from ray_deepsort.core.detections import to_native, with_tracker_ids
+from ray_deepsort.core.frame_detections import FrameDetections
 from ray_deepsort.core.kalman_filter import CHI2_95_2DOF, CHI2_95_4DOF, KalmanFilter
 from ray_deepsort.core.linear_assignment import matching_cascade, min_cost_matching
 from ray_deepsort.core.nn_matching import (
     AppearanceGallery,
     DistanceMetric,
     GalleryDtype,
-    l2_normalize,
     ragged_positions,
 )
 from ray_deepsort.core.state import STATE_FORMAT_VERSION, state_checksum, validate_state
-from ray_deepsort.core.tracks import TrackStore
+from ray_deepsort.core.tracks import Lifecycle, TrackStore
 
 ThresholdSource = Literal["model", "default", "explicit"]
 
@@ -170,15 +198,24 @@ class DeepSORTTracker:
 
     def reset(self) -> None:
         """Forget every track and start IDs again at 1."""
-        self.tracks = TrackStore(
-            AppearanceGallery(self.gallery_budget, self.distance_metric, self.gallery_dtype),
-            max_capacity=self.max_tracks,
-        )
+        self.tracks = self._empty_store()
         self.frame_count = 0
         self.next_track_id = 1
         self.next_birth = 0
         self.last_frame_index: int | None = None
         self.last_timestamp: float | None = None
+
+    def _empty_store(self) -> TrackStore:
+        """No tracks, with this tracker's lifecycle and gallery settings (reset and restore)."""
+        lifecycle = Lifecycle(
+            minimum_consecutive_frames=self.minimum_consecutive_frames,
+            max_age=self.max_age,
+            frame_rate=self.frame_rate,
+            reid_window_seconds=self.reid_window_seconds if self.reid_enabled else 0.0,
+            max_lost_tracks=self.max_lost_tracks,
+        )
+        gallery = AppearanceGallery(self.gallery_budget, self.distance_metric, self.gallery_dtype)
+        return TrackStore(gallery, lifecycle, max_capacity=self.max_tracks)
 
     # ------------------------------------------------------------------ per frame
     def update(
@@ -188,21 +225,35 @@ class DeepSORTTracker:
         embeddings: np.ndarray | None = None,
         frame_index: int | None = None,
         timestamp: float | None = None,
+        *,
+        frame_shape: tuple[int, int] | None = None,
     ) -> Any:
         """Track one frame; returns a copy of `detections` (same type) with `tracker_id` set.
 
         `tracker_id` is -1 for boxes not matched to a confirmed track, including invalid boxes
-        (non-finite, zero or negative size, or wholly outside `frame`), which are ignored.
+        (non-finite, zero or negative size, or wholly outside the frame), which are ignored.
         Appearance comes from `embeddings` [N, D] if given, else from `reid_model` on `frame`,
-        else the frame is matched by motion alone. `frame_index` or `timestamp` (seconds) let the
-        filter predict across dropped frames; they must increase from call to call.
+        else the frame is matched by motion alone. Without an image to embed, `frame_shape`
+        (height, width) alone tells which boxes lie outside the picture; pass `frame` or
+        `frame_shape`, not both. `frame_index` or `timestamp` (seconds) let the filter predict
+        across dropped frames; they must increase from call to call.
         """
+        if frame is not None and frame_shape is not None:
+            raise ValueError("pass frame or frame_shape, not both")
         native = to_native(detections)
         steps = self._steps(frame_index, timestamp)
-        tracker_id = self._update(native, frame, embeddings, steps)
+        self.frame_count += 1
+        shape = frame_shape if frame is None else frame.shape
+        valid = valid_box_mask(native.xyxy, shape)
+        frame_detections = FrameDetections.from_detections(
+            native, valid, self._embed(native.xyxy, valid, frame, embeddings)
+        )
+        tracker_id = np.full(len(native), -1, np.int64)
+        tracker_id[frame_detections.index] = self._update(frame_detections, steps)
         return with_tracker_ids(detections, tracker_id)
 
     def _steps(self, frame_index: int | None, timestamp: float | None) -> int:
+        """Frames since the last call (1 unless `frame_index` or `timestamp` says more)."""
         steps = 1
         if frame_index is not None:
             if self.last_frame_index is not None:
@@ -221,85 +272,68 @@ class DeepSORTTracker:
             self.last_timestamp = float(timestamp)
         return steps
 
-    def _update(
+    def _embed(
         self,
-        detections: Any,
+        xyxy: np.ndarray,
+        valid: np.ndarray,
         frame: np.ndarray | None,
         embeddings: np.ndarray | None,
-        steps: int,
-    ) -> np.ndarray:
-        self.frame_count += 1
-        n = len(detections)
+    ) -> np.ndarray | None:
+        """Raw features [N, D] (zero rows for invalid boxes when embedded here), or None."""
+        n = len(xyxy)
+        if embeddings is not None:
+            features = np.asarray(embeddings, dtype=np.float32)
+            if features.ndim != 2 or len(features) != n:
+                raise ValueError(
+                    f"embeddings must have shape [{n}, D] for {n} detections, got {features.shape}"
+                )
+            return features
+        if frame is None or self.reid_model is None or self.appearance_weight <= 0:
+            return None  # motion only
+        if not valid.any():
+            return None  # nothing to embed: skip the model call
+        embedded = np.asarray(self.reid_model.embed(frame, xyxy[valid]), np.float32)
+        features = np.zeros((n, embedded.shape[1]), np.float32)
+        features[valid] = embedded
+        return features
+
+    def _update(self, detections: FrameDetections, steps: int) -> np.ndarray:
+        """The algorithm on one frame; the tracker ID of each row of `detections` (-1: none)."""
         store = self.tracks
-        valid = valid_box_mask(detections.xyxy, None if frame is None else frame.shape)
-        features, has_feature = self._features(detections.xyxy, valid, frame, embeddings)
-        det_index = np.flatnonzero(valid)
-        det_xyah = xyxy_to_xyah(detections.xyxy[det_index])
-        det_class = detections.class_id_or_zeros()[det_index]
-        det_conf = detections.confidence_or_ones()[det_index]
-        det_features = None if features is None else features[det_index]
-        det_has_feature = has_feature[det_index]
-
-        # Long-lost tracks (missed for more than max_age frames at the end of the last frame) are
-        # neither predicted nor in the cascade: re-identification re-initiates them. Tracks a gap
-        # takes past max_age leave the cascade after this frame, so cap the prediction work.
         slots = store.active()
-        long_lost = self._is_long_lost(slots)
-        tracked = slots[~long_lost]
-        store.mean[tracked], store.covariance[tracked] = self.kalman_filter.predict(
-            store.mean[tracked], store.covariance[tracked], min(steps, self.max_age + 1)
-        )
-        store.age[slots] += steps
-        store.time_since_update[slots] += steps
+        tracked = store.predict(slots, self.kalman_filter, steps)
+        matches, unmatched_rows = self._match(tracked, detections, steps)
+        ready = store.mark_hit(matches[:, 0], detections, matches[:, 1], self.kalman_filter)
+        matches[:, 0] = _remapped(matches[:, 0], *self._confirm(ready))
+        hit = np.zeros(store.capacity, np.bool_)
+        hit[matches[:, 0]] = True
+        # Missed: every other track still alive (those merged into a LOST one are gone).
+        store.mark_missed(slots[~hit[slots] & store.alive[slots]])
+        new_slots, new_rows = self._start_tracks(detections, unmatched_rows)
 
-        matched, free = self._associate(
-            tracked, steps, det_xyah, detections.xyxy[det_index], det_class, det_features,
-            det_has_feature,
-        )  # fmt: skip
-        merged_from, merged_into = self._apply_matches(
-            matched[:, 0], matched[:, 1], det_xyah, det_features, det_has_feature
-        )
-        matched[:, 0] = _remapped(matched[:, 0], merged_from, merged_into)
-        is_matched = np.zeros(len(store.alive), np.bool_)
-        is_matched[matched[:, 0]] = True
-        unmatched = slots[~is_matched[slots]]
-        self._age_out(unmatched[store.alive[unmatched]])
-        new_slots, new_rows = self._start_tracks(
-            free, det_xyah, det_class, det_conf, det_features, det_has_feature
-        )
-
-        tracker_id = np.full(n, -1, np.int64)
-        out_slots = np.concatenate([matched[:, 0], new_slots])
-        out_rows = np.concatenate([matched[:, 1], new_rows]).astype(np.int64)
-        tracker_id[det_index[out_rows]] = np.where(
-            store.confirmed[out_slots], store.track_id[out_slots], -1
-        )
+        out_slots = np.concatenate([matches[:, 0], new_slots])
+        out_rows = np.concatenate([matches[:, 1], new_rows]).astype(np.int64)
+        tracker_id = np.full(len(detections), -1, np.int64)
+        tracker_id[out_rows] = np.where(store.confirmed[out_slots], store.track_id[out_slots], -1)
         store.compact()  # renumbers slots: only once no slot index is held any more
         return tracker_id
 
-    def _associate(
-        self,
-        slots: np.ndarray,
-        steps: int,
-        det_xyah: np.ndarray,
-        det_xyxy: np.ndarray,
-        det_class: np.ndarray,
-        det_features: np.ndarray | None,
-        det_has_feature: np.ndarray,
+    def _match(
+        self, slots: np.ndarray, detections: FrameDetections, steps: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Matches [K, 2] of (slot, detection row) and the detection rows left free.
+        """Matches [K, 2] of (slot, detection row) and the detection rows left unmatched.
 
         Confirmed tracks go through the matching cascade; then tentative tracks and confirmed
         ones that were seen on the previous frame but missed by the cascade are matched by IoU.
         """
         store = self.tracks
         confirmed = slots[store.confirmed[slots]]
-        cost = self._cascade_cost(confirmed, det_xyah, det_class, det_features, det_has_feature)
+        cost = self.cascade_cost(confirmed, detections)
         cascade, missed_rows, free = matching_cascade(cost, store.time_since_update[confirmed])
         missed = confirmed[missed_rows]
         just_missed = missed[store.time_since_update[missed] == steps]
         iou_slots = np.concatenate([slots[~store.confirmed[slots]], just_missed])
-        iou_cost = self._iou_cost(iou_slots, det_xyxy[free], det_class[free])
+        iou_cost = self._iou_cost(iou_slots, detections, free)
         iou_matches, _, still_free = min_cost_matching(iou_cost)
         matches = np.concatenate(
             [
@@ -309,6 +343,74 @@ class DeepSORTTracker:
         )
         return matches, free[still_free]
 
+    def cascade_cost(self, slots: np.ndarray, detections: FrameDetections) -> np.ndarray:
+        """Cost [len(slots), len(detections)] of the matching cascade, inf where a gate forbids
+        the pair; `slots` are confirmed tracks, already predicted to this frame.
+
+        As in the paper, Mahalanobis distance is a gate, not a cost (its λ = 0). The cost is
+        w·appearance + (1-w)·(1 - IoU with the predicted box). A pair must overlap (IoU at least
+        `minimum_iou_threshold`) unless appearance vouches for it: both have embeddings and are
+        mutual nearest neighbours (the detection looks more like this track than like any other,
+        and the track more like it than like any other detection). That is what lets a track
+        come back after an occlusion, while weak features (ImageNet backbones) cannot hand a
+        lost track's ID to a nearby stranger who merely looks alike.
+        """
+        store = self.tracks
+        mahalanobis = self.kalman_filter.gating_distance(
+            store.mean[slots], store.covariance[slots], detections.xyah, self.gate_position_only
+        )
+        iou = iou_matrix(xyah_to_xyxy(store.mean[slots, :4]), xyah_to_xyxy(detections.xyah))
+        cost = 1.0 - iou
+        allowed = mahalanobis <= self.gating_threshold
+        if not self.class_agnostic:
+            allowed &= store.class_id[slots][:, None] == detections.class_id[None, :]
+        overlaps = iou >= self.minimum_iou_threshold
+        if detections.features is not None and self.appearance_weight > 0:
+            # Appearance only where the gates leave a choice: the rest is inf whatever it costs.
+            appearance = store.gallery.distance(
+                slots, detections.features, where=allowed & detections.has_feature[None, :]
+            )
+            known = ~np.isnan(appearance)
+            weight = self.appearance_weight
+            cost = np.where(known, weight * appearance + (1 - weight) * cost, cost)
+            allowed &= ~(known & (appearance > self.appearance_threshold))
+            overlaps |= self._mutual_nearest(slots, detections, allowed & known & ~overlaps)
+        return np.where(allowed & overlaps, cost, np.inf)
+
+    def _mutual_nearest(
+        self, slots: np.ndarray, detections: FrameDetections, pairs: np.ndarray
+    ) -> np.ndarray:
+        """Which of `pairs` [tracks, detections] are mutual nearest neighbours in appearance.
+
+        Compared against every confirmed track and every detection with a feature, whatever
+        the gates say; only the rows and columns that hold a pair are computed.
+        """
+        mutual = np.zeros_like(pairs)
+        if not pairs.any():
+            return mutual
+        assert detections.features is not None  # pairs come from appearance distances
+        rows, cols = np.flatnonzero(pairs.any(axis=1)), np.flatnonzero(pairs.any(axis=0))
+        dets = np.flatnonzero(detections.has_feature)
+        gallery = self.tracks.gallery
+        by_track = _nan_to_inf(gallery.distance(slots[rows], detections.features[dets]))
+        by_detection = _nan_to_inf(gallery.distance(slots, detections.features[cols]))
+        nearest_detection = np.zeros_like(pairs)
+        nearest_detection[np.ix_(rows, dets)] = by_track <= by_track.min(axis=1, keepdims=True)
+        nearest_track = np.zeros_like(pairs)
+        nearest_track[:, cols] = by_detection <= by_detection.min(axis=0, keepdims=True)
+        return pairs & nearest_detection & nearest_track
+
+    def _iou_cost(
+        self, slots: np.ndarray, detections: FrameDetections, rows: np.ndarray
+    ) -> np.ndarray:
+        """Cost 1 - IoU [len(slots), len(rows)] of the IoU stage, inf below the threshold."""
+        predicted = xyah_to_xyxy(self.tracks.mean[slots, :4])
+        iou = iou_matrix(predicted, detections.xyxy[rows])
+        gated = iou < self.minimum_iou_threshold
+        if not self.class_agnostic:
+            gated |= self.tracks.class_id[slots][:, None] != detections.class_id[rows][None, :]
+        return np.where(gated, np.inf, 1.0 - iou)
+
     @property
     def reid_enabled(self) -> bool:
         """Whether missed confirmed tracks outlive `max_age` as long-lost (see the class doc)."""
@@ -316,13 +418,16 @@ class DeepSORTTracker:
             self.reid_window_seconds > 0 and self.appearance_weight > 0 and self.max_lost_tracks > 0
         )
 
-    def _is_long_lost(self, slots: np.ndarray) -> np.ndarray:
-        """Which `slots` are long-lost: confirmed and missed for more than max_age frames.
+    def _confirm(self, ready: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Confirm tentative tracks: re-identified ones revive their long-lost track (and keep
+        its ID), the others get public IDs in creation order.
 
-        Between frames only long-lost tracks can be in that state: every other one was deleted.
+        Returns (re-identified slots, the long-lost slots they revived): the former are deleted.
         """
-        store = self.tracks
-        return store.confirmed[slots] & (store.time_since_update[slots] > self.max_age)
+        found, lost = self._reidentify(ready)
+        self.tracks.revive(lost, found)
+        self.next_track_id = self.tracks.confirm(ready[~np.isin(ready, found)], self.next_track_id)
+        return found, lost
 
     def _reidentify(self, ready: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Which confirming tracks are long-lost ones come back: (ready slots, lost slots).
@@ -339,7 +444,7 @@ class DeepSORTTracker:
         store = self.tracks
         if not self.reid_enabled or len(ready) == 0:
             return none, none
-        lost = self._lost_slots()
+        lost = store.lost()
         ready = ready[store.gallery.count[ready] > 0]
         if len(lost) == 0 or len(ready) == 0:
             return none, none
@@ -360,231 +465,14 @@ class DeepSORTTracker:
         matches, _, _ = min_cost_matching(np.where(allowed, appearance, np.inf))
         return ready[matches[:, 1]], lost[matches[:, 0]]
 
-    def _merge(self, found: np.ndarray, lost: np.ndarray) -> None:
-        """Long-lost tracks take over the state and features of the tracks that found them."""
-        store = self.tracks
-        store.mean[lost], store.covariance[lost] = store.mean[found], store.covariance[found]
-        store.last_xyah[lost] = store.last_xyah[found]
-        store.time_since_update[lost] = 0
-        store.hits[lost] += store.hits[found]
-        gathered = store.gallery.export(found)
-        counts = gathered["gallery_count"]
-        starts = ragged_positions(counts)[1]
-        for k in range(int(counts.max(initial=0))):  # at most minimum_consecutive_frames rounds
-            has = counts > k
-            store.gallery.add(lost[has], gathered["gallery_features"][starts[has] + k])
-        store.delete(found)
-
-    def _age_out(self, unmatched: np.ndarray) -> None:
-        """Delete missed tentative tracks and expired confirmed ones; bound the long-lost.
-
-        A confirmed track missed for more than max_age frames stays (long-lost) only while
-        re-identification is on, it has an embedding to be found by, and the window is open.
-        """
-        store = self.tracks
-        since = store.time_since_update[unmatched]
-        expired = since > self.max_age
-        if self.reid_enabled:
-            expired &= (since / self.frame_rate > self.reid_window_seconds) | (
-                store.gallery.count[unmatched] == 0
-            )
-        store.delete(unmatched[~store.confirmed[unmatched] | expired])
-        if self.reid_enabled:  # otherwise no track outlives max_age: nothing to bound
-            lost = store.alive & self._is_long_lost(np.arange(len(store.alive)))
-            self._evict_lost(int(lost.sum()) - self.max_lost_tracks)
-
-    def _lost_slots(self) -> np.ndarray:
-        slots = self.tracks.active()
-        return slots[self._is_long_lost(slots)]
-
-    def _evict_lost(self, count: int) -> None:
-        """Delete up to `count` long-lost tracks, those lost longest first (ties: oldest)."""
-        if count <= 0:
-            return
-        lost = self._lost_slots()  # creation order, so the stable sort breaks ties by age
-        order = np.argsort(-self.tracks.time_since_update[lost], kind="stable")
-        self.tracks.delete(lost[order[:count]])
-
-    def _features(
-        self,
-        xyxy: np.ndarray,
-        valid: np.ndarray,
-        frame: np.ndarray | None,
-        embeddings: np.ndarray | None,
-    ) -> tuple[np.ndarray | None, np.ndarray]:
-        """Unit-length features [N, D] (or None) and which rows hold a usable one."""
-        n = len(xyxy)
-        if embeddings is not None:
-            features = np.asarray(embeddings, dtype=np.float32)
-            if features.ndim != 2 or len(features) != n:
-                raise ValueError(
-                    f"embeddings must have shape [{n}, D] for {n} detections, got {features.shape}"
-                )
-        elif frame is not None and self.reid_model is not None and self.appearance_weight > 0:
-            features = None
-            if valid.any():
-                embedded = np.asarray(self.reid_model.embed(frame, xyxy[valid]), np.float32)
-                features = np.zeros((n, embedded.shape[1]), np.float32)
-                features[valid] = embedded
-        else:
-            return None, np.zeros(n, np.bool_)
-        if features is None:
-            return None, np.zeros(n, np.bool_)
-        norms = np.linalg.norm(features, axis=1)
-        has_feature = valid & np.isfinite(norms) & (norms > 0)
-        features = np.where(has_feature[:, None], features, 0.0).astype(np.float32)
-        return l2_normalize(features), has_feature
-
-    def _cascade_cost(
-        self,
-        slots: np.ndarray,
-        det_xyah: np.ndarray,
-        det_class: np.ndarray,
-        det_features: np.ndarray | None,
-        det_has_feature: np.ndarray,
-    ) -> np.ndarray:
-        """Cost [tracks, detections] of the cascade, inf where a gate forbids the pair.
-
-        As in the paper, Mahalanobis distance is a gate, not a cost (its λ = 0). The cost is
-        w·appearance + (1-w)·(1 - IoU with the predicted box). A pair must overlap (IoU at least
-        `minimum_iou_threshold`) unless appearance vouches for it: both have embeddings and are
-        mutual nearest neighbours (the detection looks more like this track than like any other,
-        and the track more like it than like any other detection). That is what lets a track
-        come back after an occlusion, while weak features (ImageNet backbones) cannot hand a
-        lost track's ID to a nearby stranger who merely looks alike.
-        """
-        store = self.tracks
-        mahalanobis = self.kalman_filter.gating_distance(
-            store.mean[slots], store.covariance[slots], det_xyah, self.gate_position_only
-        )
-        iou = iou_matrix(xyah_to_xyxy(store.mean[slots, :4]), xyah_to_xyxy(det_xyah))
-        cost = 1.0 - iou
-        allowed = mahalanobis <= self.gating_threshold
-        if not self.class_agnostic:
-            allowed &= store.class_id[slots][:, None] == det_class[None, :]
-        overlaps = iou >= self.minimum_iou_threshold
-        if det_features is not None and self.appearance_weight > 0:
-            # Appearance only where the gates leave a choice: the rest is inf whatever it costs.
-            appearance = store.gallery.distance(
-                slots, det_features, where=allowed & det_has_feature[None, :]
-            )
-            known = ~np.isnan(appearance)
-            weight = self.appearance_weight
-            cost = np.where(known, weight * appearance + (1 - weight) * cost, cost)
-            allowed &= ~(known & (appearance > self.appearance_threshold))
-            overlaps |= self._mutual_nearest(
-                slots, det_features, det_has_feature, allowed & known & ~overlaps
-            )
-        return np.where(allowed & overlaps, cost, np.inf)
-
-    def _mutual_nearest(
-        self,
-        slots: np.ndarray,
-        det_features: np.ndarray,
-        det_has_feature: np.ndarray,
-        pairs: np.ndarray,
-    ) -> np.ndarray:
-        """Which of `pairs` [tracks, detections] are mutual nearest neighbours in appearance.
-
-        Compared against every confirmed track and every detection with a feature, whatever
-        the gates say; only the rows and columns that hold a pair are computed.
-        """
-        mutual = np.zeros_like(pairs)
-        if not pairs.any():
-            return mutual
-        rows, cols = np.flatnonzero(pairs.any(axis=1)), np.flatnonzero(pairs.any(axis=0))
-        dets = np.flatnonzero(det_has_feature)
-        gallery = self.tracks.gallery
-        by_track = _nan_to_inf(gallery.distance(slots[rows], det_features[dets]))
-        by_detection = _nan_to_inf(gallery.distance(slots, det_features[cols]))
-        nearest_detection = np.zeros_like(pairs)
-        nearest_detection[np.ix_(rows, dets)] = by_track <= by_track.min(axis=1, keepdims=True)
-        nearest_track = np.zeros_like(pairs)
-        nearest_track[:, cols] = by_detection <= by_detection.min(axis=0, keepdims=True)
-        return pairs & nearest_detection & nearest_track
-
-    def _iou_cost(
-        self, slots: np.ndarray, det_xyxy: np.ndarray, det_class: np.ndarray
-    ) -> np.ndarray:
-        predicted = xyah_to_xyxy(self.tracks.mean[slots, :4])
-        iou = iou_matrix(predicted, det_xyxy)
-        gated = iou < self.minimum_iou_threshold
-        if not self.class_agnostic:
-            gated |= self.tracks.class_id[slots][:, None] != det_class[None, :]
-        return np.where(gated, np.inf, 1.0 - iou)
-
-    def _apply_matches(
-        self,
-        slots: np.ndarray,
-        rows: np.ndarray,
-        det_xyah: np.ndarray,
-        det_features: np.ndarray | None,
-        det_has_feature: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Correct matched tracks; confirm those with enough hits (see `_confirm`)."""
-        store = self.tracks
-        store.mean[slots], store.covariance[slots] = self.kalman_filter.update(
-            store.mean[slots], store.covariance[slots], det_xyah[rows]
-        )
-        store.hits[slots] += 1
-        store.time_since_update[slots] = 0
-        store.last_xyah[slots] = det_xyah[rows]
-        if det_features is not None:
-            with_feature = det_has_feature[rows]
-            store.gallery.add(slots[with_feature], det_features[rows[with_feature]])
-        ready = slots[
-            ~store.confirmed[slots] & (store.hits[slots] >= self.minimum_consecutive_frames)
-        ]
-        return self._confirm(ready)
-
-    def _confirm(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Confirm tentative tracks: re-identified ones merge into their long-lost track (and
-        keep its ID), the others get public IDs in creation order.
-
-        Returns (merged slots, the long-lost slots they merged into): the former are deleted.
-        """
-        store = self.tracks
-        found, lost = self._reidentify(slots)
-        self._merge(found, lost)
-        slots = slots[~np.isin(slots, found)]
-        slots = slots[np.argsort(store.birth[slots], kind="stable")]
-        store.confirmed[slots] = True
-        store.track_id[slots] = self.next_track_id + np.arange(len(slots))
-        self.next_track_id += len(slots)
-        return found, lost
-
     def _start_tracks(
-        self,
-        free_rows: np.ndarray,
-        det_xyah: np.ndarray,
-        det_class: np.ndarray,
-        det_conf: np.ndarray,
-        det_features: np.ndarray | None,
-        det_has_feature: np.ndarray,
+        self, detections: FrameDetections, rows: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        rows = free_rows[det_conf[free_rows] >= self.track_activation_threshold]
-        store = self.tracks
-        room = self.max_tracks - len(store)
-        if len(rows) > room:  # a person in view is worth more than a long-lost track
-            self._evict_lost(len(rows) - room)
-            room = self.max_tracks - len(store)
-        if len(rows) > room:  # keep the most confident (stable: ties in detection order)
-            rows = np.sort(rows[np.argsort(-det_conf[rows], kind="stable")[: max(room, 0)]])
-        slots = store.allocate(len(rows))
-        store.mean[slots], store.covariance[slots] = self.kalman_filter.initiate(det_xyah[rows])
-        store.confirmed[slots] = False
-        store.hits[slots] = 1
-        store.age[slots] = 1
-        store.time_since_update[slots] = 0
-        store.track_id[slots] = -1
-        store.birth[slots] = self.next_birth + np.arange(len(rows))
-        store.class_id[slots] = det_class[rows]
-        store.last_xyah[slots] = det_xyah[rows]
+        """Tentative tracks from the confident `rows`; returns (slots, rows started)."""
+        rows = rows[detections.confidence[rows] >= self.track_activation_threshold]
+        slots, rows = self.tracks.start(detections, rows, self.kalman_filter, self.next_birth)
         self.next_birth += len(rows)
-        if det_features is not None:
-            with_feature = det_has_feature[rows]
-            store.gallery.add(slots[with_feature], det_features[rows[with_feature]])
-        if self.minimum_consecutive_frames <= 1:
+        if self.minimum_consecutive_frames <= 1:  # one hit confirms: they are ready at once
             slots = _remapped(slots, *self._confirm(slots))
         return slots, rows
 
@@ -624,10 +512,7 @@ class DeepSORTTracker:
         with each track's last observed box taken from its filter mean.
         """
         clean = validate_state(state, self.gallery_budget)
-        tracks = TrackStore(
-            AppearanceGallery(self.gallery_budget, self.distance_metric, self.gallery_dtype),
-            max_capacity=self.max_tracks,
-        )
+        tracks = self._empty_store()
         tracks.restore(clean)
         # Nothing below can fail: the tracker changes all at once or not at all.
         self.tracks = tracks

@@ -66,13 +66,8 @@ class TrackerRegistry:
             raise OutOfOrderFrameError(
                 f"frame_index {frame_index} of stream {stream_id!r} does not follow {last}"
             )
-        frame = None
-        if frame_shape is not None:
-            # The tracker reads only the shape of `frame` when it has no ReID model: a zero-stride
-            # view carries the shape without allocating an image.
-            frame = np.broadcast_to(np.zeros((1, 1, 1), np.uint8), (*frame_shape, 3))
         out = self.tracker(stream_id).update(
-            detections, frame=frame, embeddings=embeddings, frame_index=frame_index
+            detections, embeddings=embeddings, frame_index=frame_index, frame_shape=frame_shape
         )
         return np.asarray(out.tracker_id, dtype=np.int64)
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from ray_deepsort.core import DeepSORTTracker, Detections
-from ray_deepsort.core.boxes import iou_matrix, xyah_to_xyxy, xyxy_to_xyah
+from ray_deepsort.core.boxes import iou_matrix, valid_box_mask, xyah_to_xyxy
+from ray_deepsort.core.frame_detections import FrameDetections
 from ray_deepsort.core.nn_matching import l2_normalize
 
 
@@ -257,6 +258,24 @@ def test_bad_box_is_ignored_and_others_still_tracked(case: str) -> None:
     assert len(tracker.tracks) == 1
 
 
+def test_frame_shape_ignores_boxes_outside_the_picture_like_the_frame_itself() -> None:
+    """`frame_shape=(h, w)` where only the shape is known: the same IDs as passing an image of
+    that shape (with precomputed embeddings, so the image is not embedded); not both at once."""
+    frame = np.zeros((480, 640, 3), np.uint8)
+    by_frame, by_shape, unbounded = DeepSORTTracker(), DeepSORTTracker(), DeepSORTTracker()
+    for i in range(4):
+        xyxy = np.array([[700 + 3 * i, 10, 750 + 3 * i, 100], [100, 100, 140, 200]], np.float32)
+        detections = Detections(xyxy=xyxy, confidence=np.ones(2))
+        embeddings = np.eye(2, 4, dtype=np.float32)
+        expected = by_frame.update(detections, frame, embeddings=embeddings).tracker_id
+        got = by_shape.update(detections, embeddings=embeddings, frame_shape=(480, 640))
+        np.testing.assert_array_equal(got.tracker_id, expected)
+        everywhere = unbounded.update(detections, embeddings=embeddings).tracker_id
+    assert expected.tolist() == [-1, 1] and everywhere.tolist() == [1, 2]
+    with pytest.raises(ValueError, match="frame or frame_shape"):
+        by_shape.update(detections, frame, frame_shape=(480, 640))
+
+
 def test_empty_input() -> None:
     tracker = DeepSORTTracker()
     out = tracker.update(Detections.empty(), embeddings=np.zeros((0, 8)))
@@ -415,16 +434,17 @@ def test_cascade_cost_computes_appearance_only_where_gates_leave_a_choice() -> N
             slots = tracker.tracks.active()
             confirmed = slots[tracker.tracks.confirmed[slots]]
             if len(confirmed):
-                xyah = xyxy_to_xyah(d.xyxy)
-                feats = l2_normalize(features.astype(np.float32))
-                has = np.ones(len(d), bool)
+                frame = FrameDetections.from_detections(d, valid_box_mask(d.xyxy), features)
+                assert frame.features is not None and frame.has_feature.all()
                 mean, cov = tracker.kalman_filter.predict(
                     tracker.tracks.mean[confirmed], tracker.tracks.covariance[confirmed]
                 )
                 saved = tracker.tracks.mean.copy(), tracker.tracks.covariance.copy()
                 tracker.tracks.mean[confirmed], tracker.tracks.covariance[confirmed] = mean, cov
-                got = tracker._cascade_cost(confirmed, xyah, d.class_id, feats, has)
-                want = _cascade_cost_by_definition(tracker, confirmed, xyah, d.class_id, feats)
+                got = tracker.cascade_cost(confirmed, frame)
+                want = _cascade_cost_by_definition(
+                    tracker, confirmed, frame.xyah, frame.class_id, frame.features
+                )
                 tracker.tracks.mean, tracker.tracks.covariance = saved
                 np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
                 checked += int(np.isfinite(want).sum())

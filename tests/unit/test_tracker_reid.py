@@ -12,10 +12,10 @@ import pytest
 
 from ray_deepsort.core import DeepSORTTracker, Detections
 from ray_deepsort.core.boxes import xyxy_to_xyah
+from ray_deepsort.core.tracks import TrackState
 
 E = np.eye(4, 8, dtype=np.float32)  # one-hot "people": distance 1 between any two
 HEIGHT = 100.0
-NO_MATCH = (np.zeros(0, np.int64), np.zeros(0, np.int64))
 
 
 def dets(centres, class_id=0) -> Detections:
@@ -66,9 +66,7 @@ def come_back(tracker, centre, feature=E[0], frames=3, step=(3.0, 0.0), class_id
 
 
 def long_lost_ids(tracker: DeepSORTTracker) -> list[int]:
-    slots = tracker.tracks.active()
-    lost = slots[tracker._is_long_lost(slots)]
-    return sorted(tracker.tracks.track_id[lost].tolist())
+    return sorted(tracker.tracks.track_id[tracker.tracks.lost()].tolist())
 
 
 def test_person_hidden_past_max_age_comes_back_with_the_same_id() -> None:
@@ -109,10 +107,12 @@ def test_a_false_detection_shorter_than_confirmation_does_not_wake_a_long_lost_t
 
 def test_merge_moves_the_confirming_track_into_the_long_lost_one() -> None:
     """The long-lost slot takes the confirming track's filter state, hits and gallery features;
-    the confirming track's slot is freed. A twin without re-identification shows what that
-    track held when it was confirmed."""
+    the confirming track's slot is freed. A twin without re-identification, fed the same
+    frames, shows what that track held when it was confirmed."""
     tracker = DeepSORTTracker()
+    twin = DeepSORTTracker(reid_window_seconds=0)
     last = seen_then_hidden(tracker, hidden=40)
+    seen_then_hidden(twin, hidden=40)
     store = tracker.tracks
     slot = store.active()[0]
     hits = int(store.hits[slot])
@@ -122,29 +122,34 @@ def test_merge_moves_the_confirming_track_into_the_long_lost_one() -> None:
     start = last + np.array([30.0, 0.0])
     for k in range(2):
         at = start + np.array([3.0 * k, 0.0])
-        out = tracker.update(dets([at]), embeddings=features[k : k + 1])
-        assert out.tracker_id.tolist() == [-1]
+        for each in (tracker, twin):
+            out = each.update(dets([at]), embeddings=features[k : k + 1])
+            assert out.tracker_id.tolist() == [-1]
     active = store.active()
     (tentative,) = active[~store.confirmed[active]]
-    twin = copy.deepcopy(tracker)
-    twin._reidentify = lambda ready: NO_MATCH
     confirming = dets([start + np.array([6.0, 0.0])])
     assert tracker.update(confirming, embeddings=features[2:]).tracker_id.tolist() == [1]
     assert twin.update(confirming, embeddings=features[2:]).tracker_id.tolist() == [2]
     found = twin.tracks
-    assert found.confirmed[tentative] and found.hits[tentative] == 3
+    (confirmed,) = found.active()
+    assert found.state(confirmed[None]).tolist() == [TrackState.CONFIRMED]
+    assert found.hits[confirmed] == 3
 
-    assert store.active().tolist() == [slot] and not store.alive[tentative]
-    assert store.confirmed[slot] and store.track_id[slot] == 1
+    assert store.active().tolist() == [slot]
+    assert store.state(np.array([slot, tentative])).tolist() == [
+        TrackState.CONFIRMED,
+        TrackState.DELETED,
+    ]
+    assert store.track_id[slot] == 1
     assert store.time_since_update[slot] == 0 and store.hits[slot] == hits + 3
     for column in ("mean", "covariance", "last_xyah"):
         np.testing.assert_array_equal(
-            getattr(store, column)[slot], getattr(found, column)[tentative], err_msg=column
+            getattr(store, column)[slot], getattr(found, column)[confirmed], err_msg=column
         )
     assert store.gallery.count[slot] == len(old_features) + 3
     np.testing.assert_array_equal(
         store.gallery.export(slot[None])["gallery_features"],
-        np.concatenate([old_features, found.gallery.export(tentative[None])["gallery_features"]]),
+        np.concatenate([old_features, found.gallery.export(confirmed[None])["gallery_features"]]),
     )
     assert back(tracker, start + np.array([9.0, 0.0])) == 1  # tracked on from that state
 

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from ray_deepsort.core import DeepSORTTracker, Detections, InvalidTrackerState
 from ray_deepsort.core.state import validate_state
+from ray_deepsort.core.tracks import TrackState
 
 DIM = 8
 BUDGET = 4
@@ -94,7 +95,7 @@ def test_scene_has_every_kind_of_track() -> None:
     run(tracker, range(SAVED_AT))
     store, slots = tracker.tracks, tracker.tracks.active()
     confirmed = store.confirmed[slots]
-    long_lost = tracker._is_long_lost(slots)
+    long_lost = store.state(slots) == TrackState.LOST
     assert confirmed.sum() >= 3 and (~confirmed).any() and long_lost.any()
     assert (store.gallery.count[slots] == BUDGET).any() and (store.gallery.head[slots] > 0).any()
     assert (store.gallery.count[slots] < BUDGET).any()
