@@ -2,10 +2,11 @@
 
 The metric arithmetic is the maintained, TrackEval-parity code of the `trackers` package. This
 module only prepares its input the way TrackEval's MOTChallenge loader does: keep scored ground
-truth (`GroundTruth.scored`), drop tracker boxes matched to distractor regions (MOT16+ files),
-compute per-frame IoU, and number ids 0..K-1. We do the preparation ourselves because the
-package's file loader applies the MOT17 class filter to every file, which would discard all of
-MOT15's ground truth (its column 8 is a world coordinate, not a class).
+truth (`GroundTruth.scored`), drop tracker boxes matched to the benchmark's distractor regions
+(`GroundTruth.distractor`: MOT20 adds non-MOT vehicles), compute per-frame IoU in float64, and
+number ids 0..K-1. We do the preparation ourselves because the package's file loader applies the
+MOT17 class filter to every file, which would discard all of MOT15's ground truth (its column 8
+is a world coordinate, not a class), and knows no MOT20 distractors.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from ray_deepsort.core.detections import Detections
-from ray_deepsort.io.mot import GroundTruth, read_ground_truth, read_results, results_to_rows
+from ray_deepsort.io.mot import GroundTruth, read_ground_truth, read_result_rows, results_to_rows
 
 _DISTRACTOR_IOU = 0.5
 _EPS = float(np.finfo(float).eps)
@@ -58,13 +59,17 @@ def _as_ground_truth(gt: GroundTruthInput) -> GroundTruth:
 
 
 def _as_result_rows(results: ResultsInput) -> np.ndarray:
-    """[M, >=6] rows frame, id, x, y, w, h of confirmed (id >= 0) tracker boxes."""
+    """[M, >=6] float64 rows frame, id, x, y, w, h of confirmed (id >= 0) tracker boxes.
+
+    A file is read as float64 rows, never through float32 `Detections`, so its boxes are scored
+    exactly as TrackEval scores them.
+    """
     if isinstance(results, (str, Path)):
-        results = read_results(results)
-    if isinstance(results, np.ndarray):
-        rows = np.asarray(results, np.float64).reshape(len(results), -1)
+        rows = read_result_rows(results)
+    elif isinstance(results, np.ndarray):
+        rows = np.asarray(results, np.float64)
     else:
-        rows = results_to_rows(dict(results))
+        rows = results_to_rows(results)
     return rows[rows[:, 1] >= 0] if len(rows) else np.zeros((0, 6))
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ray_deepsort.core.detections import Detections
+from ray_deepsort.io.errors import InputError
 from ray_deepsort.io.mot import MotSequence
 
 
@@ -20,11 +23,26 @@ class SequenceRun:
     results: dict[int, Detections]
     num_frames: int
     seconds: float  # tracking time, including embedding, excluding frame decoding
-    used_frames: bool  # whether images were decoded and given to the tracker
+    used_frames: bool  # whether frames were to be decoded and given to the tracker
+    frames_with_image: int = 0  # frames whose image reached the tracker (0 when motion-only)
+    frame_error: str | None = None  # why the frame source could not be opened at all
 
     @property
     def ms_per_frame(self) -> float:
         return 1000.0 * self.seconds / max(self.num_frames, 1)
+
+    @property
+    def appearance(self) -> str:
+        """Whether the ReID model saw the frames: "yes", "no" or "partial (N of M frames)".
+
+        A short or broken video leaves the model without images for some frames, which are then
+        tracked by motion alone; a table that said "reid" for them would overstate what ran.
+        """
+        if self.frames_with_image == 0:
+            return "no"
+        if self.frames_with_image == self.num_frames:
+            return "yes"
+        return f"partial ({self.frames_with_image} of {self.num_frames} frames)"
 
 
 def track_sequence(
@@ -39,9 +57,10 @@ def track_sequence(
 
     Without `tracker`, a fresh `DeepSORTTracker(reid_model, **tracker_kwargs)` is built, at the
     seqinfo frameRate unless `tracker_kwargs` sets `frame_rate`, so track lifetimes are in the
-    sequence's own time base. A given
-    tracker is reset first and used as is. Frames are decoded (images or `SEQ.mp4`) only when
-    the tracker has a ReID model and the sequence has frames; otherwise tracking is motion-only.
+    sequence's own time base. A given tracker is reset first and used as is. Frames are decoded
+    (images or `SEQ.mp4`) only when the tracker has a ReID model and the sequence has frames;
+    otherwise tracking is motion-only. Frames without an image (a short or unreadable video, a
+    missing JPEG) are tracked by motion and counted in `frames_with_image`.
     """
     sequence = seq if isinstance(seq, MotSequence) else MotSequence(Path(seq))
     if tracker is None:
@@ -58,10 +77,18 @@ def track_sequence(
     empty = Detections.empty()
     results: dict[int, Detections] = {}
     elapsed = 0.0
-    frame_iter = (
-        sequence.frames() if use_frames else ((f, None) for f in range(1, sequence.num_frames + 1))
-    )
+    frame_error = None
+    frame_iter: Iterator[tuple[int, np.ndarray | None]]
+    frame_iter = ((f, None) for f in range(1, sequence.num_frames + 1))
+    if use_frames:
+        try:
+            frame_iter = sequence.frames()
+        except InputError as error:
+            frame_error = str(error)
+    with_image = 0
     for frame_number, image in frame_iter:
+        if image is not None:
+            with_image += 1
         frame_detections = detections.get(frame_number, empty)
         if min_confidence is not None and len(frame_detections):
             frame_detections = frame_detections[
@@ -78,4 +105,6 @@ def track_sequence(
         num_frames=sequence.num_frames,
         seconds=elapsed,
         used_frames=use_frames,
+        frames_with_image=with_image,
+        frame_error=frame_error,
     )

@@ -121,3 +121,20 @@ def test_mot15_ground_truth_scores_one_against_itself() -> None:
     metrics = evaluate_sequence(gt, rows)
     assert metrics["gt_ids"] > 100 and metrics["TP"] == int(gt.scored.sum())
     assert metrics["IDF1"] == pytest.approx(1.0) and metrics["MOTA"] == pytest.approx(1.0)
+
+
+def test_a_results_file_is_scored_in_float64(tmp_path: Path) -> None:
+    """IoU exactly 0.5 in float64 (a match) is 0.49999998 once the box passed through float32."""
+    gt = GroundTruth.from_rows(np.array([[1, 1, 1645.213, 200, 343.99, 300, 1, 1, 1.0]]))
+    path = tmp_path / "res.txt"
+    path.write_text("1,7,1645.213,200.000,171.995,300.000,1.0000,-1,-1,-1\n")
+    metrics = evaluate_sequence(gt, path)
+    assert metrics["TP"] == 1 and metrics["FP"] == metrics["FN"] == 0
+
+
+def test_mot20_forgives_boxes_on_non_mot_vehicles() -> None:
+    rows = np.array([[1, 1, 0, 0, 10, 20, 1, 1, 1.0], [1, 2, 50, 0, 10, 20, 1, 6, 1.0]])
+    results = np.array([[1, 5, 0, 0, 10, 20, 1.0], [1, 6, 50, 0, 10, 20, 1.0]])
+    assert evaluate_sequence(GroundTruth.from_rows(rows, "MOT17"), results)["FP"] == 1
+    mot20 = evaluate_sequence(GroundTruth.from_rows(rows, "MOT20"), results)
+    assert mot20["FP"] == 0 and mot20["TP"] == 1 and mot20["tracker_ids"] == 1

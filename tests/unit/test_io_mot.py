@@ -9,13 +9,19 @@ import numpy as np
 import pytest
 
 from ray_deepsort.core.detections import Detections
+from ray_deepsort.io.errors import InputError
 from ray_deepsort.io.mot import (
+    GroundTruth,
+    MotFormatError,
     MotSequence,
+    benchmark_from_name,
     find_sequences,
     read_detections,
     read_ground_truth,
+    read_result_rows,
     read_results,
     read_seqinfo,
+    stored_result_rows,
     write_results,
 )
 from ray_deepsort.synthetic import SceneConfig, SyntheticScene
@@ -104,12 +110,16 @@ def test_read_seqinfo_and_find_sequences(tmp_path: Path) -> None:
     info = read_seqinfo(tmp_path / "all" / "A-SEQ")
     assert (info.name, info.frame_rate, info.seq_length) == ("A-SEQ", 25.0, 8)
     assert (info.im_width, info.im_height, info.im_dir, info.im_ext) == (256, 192, "img1", ".jpg")
-    found = find_sequences([tmp_path / "all"])
+    found, skipped = find_sequences([tmp_path / "all"])
     assert [p.name for p in found] == ["A-SEQ", "B-SEQ"]
-    assert find_sequences([tmp_path / "all" / "B-SEQ"])[0].name == "B-SEQ"
-    with pytest.raises(FileNotFoundError):
+    assert skipped == [f"{tmp_path / 'all' / 'not-a-sequence'}: no seqinfo.ini"]
+    assert find_sequences([tmp_path / "all" / "B-SEQ"]) == ([tmp_path / "all" / "B-SEQ"], [])
+    with pytest.raises(InputError, match="missing: no such folder"):
         find_sequences([tmp_path / "missing"])
-    with pytest.raises(FileNotFoundError):
+    # A folder named directly that is no sequence and holds none is an error, not a silent skip.
+    with pytest.raises(InputError, match="not-a-sequence: not a MOTChallenge sequence"):
+        find_sequences([tmp_path / "all" / "not-a-sequence"])
+    with pytest.raises(InputError, match=r"no seqinfo\.ini"):
         read_seqinfo(tmp_path / "all" / "not-a-sequence")
 
 
@@ -147,3 +157,161 @@ def test_real_mot15_sequence() -> None:
     first = next(seq.frames())
     assert first[0] == 1 and first[1].shape == (480, 640, 3)
     assert MotSequence(MOT15 / "KITTI-13").frame_source is None  # no images, no MP4
+
+
+# ------------------------------------------------------------------ bad files: one line, file:line
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("1,-1,10,20,30,7\n2,-1,10,20,30\n", ":2: 5 values, but line 1 has 6"),
+        ("1,-1,10,20,30\n", ":1: 5 values, expected at least 6 (frame,id,x,y,w,h,...)"),
+        ("1\n2\n", ":1: 1 value, expected at least 6 (frame,id,x,y,w,h,...)"),
+        (
+            "1 -1 10 20 30 40 0.9\n",
+            ":1: values separated by spaces, tabs or semicolons; MOT files use commas",
+        ),
+        (
+            "frame,id,x,y,w,h,conf\n1,-1,10,20,30,40,0.9\n",
+            ":1: 'frame' is not a number (a header line? MOT files have none)",
+        ),
+        ("1,-1,10,20,30,40,0.9\n\n2,-1,10,abc,30,40,0.9\n", ":3: column 4: 'abc' is not a number"),
+        ("1,-1,10,20,30,40,0.9\n2,-1,nan,20,30,40,0.9\n", ":2: a value is not a finite number"),
+        ("1,-1,10,20,30,40,0.9,\n", ":1: column 8 is empty"),
+        (
+            "1;-1;10;20;30;40;0.9\n",
+            ":1: values separated by spaces, tabs or semicolons; MOT files use commas",
+        ),
+        ("1.5,-1,10,20,30,40,0.9\n", ":1: frame and id must be whole numbers"),
+    ],
+)
+def test_malformed_rows_name_file_and_line(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path / "det.txt", text)
+    with pytest.raises(MotFormatError) as error:
+        read_detections(path)
+    assert str(error.value) == f"{path}{message}"
+
+
+def test_frames_outside_the_sequence_are_refused(tmp_path: Path) -> None:
+    det = write(tmp_path / "det.txt", "1,-1,10,20,30,40,0.9\n9,-1,10,20,30,40,0.9\n")
+    assert sorted(read_detections(det)) == [1, 9]  # no seqLength given: nothing to check
+    with pytest.raises(MotFormatError, match=r"det.txt:2: frame 9 is outside 1..8 \(seqLength"):
+        read_detections(det, num_frames=8)
+    gt = write(tmp_path / "gt.txt", "0,1,10,10,20,40,1,1,1\n")
+    with pytest.raises(MotFormatError, match=r"gt.txt:1: frame 0 is outside 1..8"):
+        read_ground_truth(gt, num_frames=8)
+    results = write(
+        tmp_path / "res.txt", "1,1,10,20,30,40,1,-1,-1,-1\n12,1,10,20,30,40,1,-1,-1,-1\n"
+    )
+    with pytest.raises(MotFormatError, match=r"res.txt:2: frame 12 is outside 1..8"):
+        read_result_rows(results, num_frames=8)
+
+
+def test_duplicate_ids_and_unknown_classes_are_refused(tmp_path: Path) -> None:
+    gt = write(
+        tmp_path / "gt.txt",
+        "1,1,10,10,20,40,1,1,1\n1,2,50,10,20,40,1,1,1\n2,1,10,10,20,40,1,1,1\n"
+        "1,2,90,10,20,40,1,1,1\n",
+    )
+    with pytest.raises(MotFormatError) as error:
+        read_ground_truth(gt)
+    assert str(error.value) == f"{gt}:4: id 2 appears twice in frame 1 (also on line 2)"
+    gt = write(tmp_path / "gt.txt", "1,1,10,10,20,40,1,1,1\n1,2,50,10,20,40,1,14,1\n")
+    with pytest.raises(MotFormatError) as error:
+        read_ground_truth(gt)
+    assert str(error.value) == f"{gt}:2: class 14 is not a MOTChallenge class (1-13)"
+    # Unconfirmed (-1) result ids may repeat; confirmed ones may not.
+    results = write(
+        tmp_path / "res.txt",
+        "1,-1,0,0,5,5,1,-1,-1,-1\n1,-1,9,9,5,5,1,-1,-1,-1\n1,3,0,0,5,5,1,-1,-1,-1\n"
+        "1,3,9,9,5,5,1,-1,-1,-1\n",
+    )
+    with pytest.raises(MotFormatError, match=r"res.txt:4: id 3 appears twice in frame 1"):
+        read_result_rows(results)
+
+
+def test_ground_truth_format_comes_from_the_benchmark_and_the_columns(tmp_path: Path) -> None:
+    nine = write(tmp_path / "nine.txt", "1,1,10,10,20,40,1,6,1\n1,2,50,10,20,40,1,7,1\n")
+    assert read_ground_truth(nine).benchmark == "MOT17"  # no benchmark named: the column count
+    assert read_ground_truth(nine, "MOT17").distractor.tolist() == [False, True]
+    # MOT20 also forgives boxes on non-MOT vehicles (class 6), as TrackEval's MOT20 does.
+    assert read_ground_truth(nine, "MOT20").distractor.tolist() == [True, True]
+    with pytest.raises(MotFormatError) as error:
+        read_ground_truth(nine, "MOT15")
+    assert str(error.value) == (
+        f"{nine}:1: 9 columns, but MOT15 ground truth has 10 (frame,id,x,y,w,h,consider,wx,wy,wz)"
+    )
+    eight = write(tmp_path / "eight.txt", "1,1,10,10,20,40,1,1\n")
+    with pytest.raises(MotFormatError, match=r"eight.txt:1: 8 columns, but MOT16 ground truth"):
+        read_ground_truth(eight, "MOT16")
+    six = write(tmp_path / "six.txt", "1,1,10,10,20,40\n")
+    with pytest.raises(MotFormatError, match=r"six.txt:1: 6 columns: not MOTChallenge ground"):
+        read_ground_truth(six)
+    assert benchmark_from_name("MOT17-09-FRCNN") == "MOT17"
+    assert benchmark_from_name("MOT20-01") == "MOT20"
+    assert benchmark_from_name("TUD-Campus") is None and benchmark_from_name("MOT171") is None
+
+
+def test_empty_ground_truth_has_no_boxes(tmp_path: Path) -> None:
+    gt = read_ground_truth(write(tmp_path / "gt.txt", ""), "MOT16")
+    assert len(gt) == 0 and gt.benchmark == "MOT16" and gt.num_frames == 0
+    assert len(read_ground_truth(write(tmp_path / "gt.txt", "\n"))) == 0
+    assert len(GroundTruth.from_rows(np.zeros((0, 10)))) == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name=S\n", ":1: no [Sequence] header before it"),
+        ("[Sequence]\nname=S\nbogus line\n", ":3: not a key=value line: 'bogus line\\n'"),
+        ("[Other]\nname=S\n", ": no [Sequence] section"),
+        ("[Sequence]\nframeRate=25\nimWidth=640\nimHeight=480\n", ": [Sequence] has no seqLength"),
+        (
+            "[Sequence]\nframeRate=25\nseqLength=ten\nimWidth=640\nimHeight=480\n",
+            ": seqLength='ten' is not a number",
+        ),
+        (
+            "[Sequence]\nframeRate=0\nseqLength=10\nimWidth=640\nimHeight=480\n",
+            ": frameRate='0' must be positive",
+        ),
+    ],
+)
+def test_bad_seqinfo_is_one_line(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path / "S" / "seqinfo.ini", text)
+    with pytest.raises(MotFormatError) as error:
+        read_seqinfo(tmp_path / "S")
+    assert str(error.value) == f"{path}{message}"
+
+
+def test_sequence_benchmark_from_name_flag_and_det_name(tmp_path: Path) -> None:
+    seq_dir = SyntheticScene(TINY).write_mot_sequence(tmp_path / "MOT20-01", video=False)
+    write(seq_dir / "det" / "det_dpm.txt", "1,-1,10,20,30,40,3.5,-1,-1,-1\n")
+    sequence = MotSequence(seq_dir)
+    assert sequence.named_benchmark == "MOT20" and sequence.ground_truth().benchmark == "MOT20"
+    assert MotSequence(seq_dir, benchmark="MOT20").named_benchmark == "MOT20"
+    with pytest.raises(InputError, match="benchmark MOT17 asked for, but the sequence is MOT20"):
+        MotSequence(seq_dir, benchmark="MOT17")
+    dpm = MotSequence(seq_dir, det_name="det_dpm")
+    assert dpm.det_path == seq_dir / "det" / "det_dpm.txt"
+    assert dpm.detections()[1].confidence.tolist() == [3.5]
+    with pytest.raises(InputError) as error:
+        MotSequence(seq_dir, det_name="frcnn").detections()
+    assert (
+        str(error.value) == f"{seq_dir / 'det' / 'frcnn.txt'}: no such file (det/ has det, det_dpm)"
+    )
+
+
+def test_results_are_read_and_stored_as_float64(tmp_path: Path) -> None:
+    xyxy = np.array([[1645.213, 200.0, 1817.208, 500.0]])
+    results = {3: Detections(xyxy=xyxy, confidence=[0.5], tracker_id=[4])}
+    path = write_results(tmp_path / "res.txt", results)
+    rows = read_result_rows(path)
+    assert rows.dtype == np.float64 and rows[0, 2:6].tolist() == [1645.213, 200.0, 171.995, 300.0]
+    # What the evaluator scores for tracker output is bit-identical to what the file holds.
+    np.testing.assert_array_equal(stored_result_rows(results), rows)
+    assert stored_result_rows({}).shape == (0, 10)
