@@ -90,14 +90,12 @@ def open_sequence(path: str, need_pixels: bool) -> FrameSource:
     from ray_deepsort.io.mot import MotSequence
 
     try:
-        sequence = MotSequence(Path(path))
-    except (OSError, KeyError, ValueError) as error:
+        sequence = MotSequence(Path(path))  # seqinfo.ini checked: InputError names the line
+    except OSError as error:
         raise InputError(f"not a readable MOTChallenge sequence {path}: {error}") from None
     info = sequence.info
     warnings: list[str] = []
     fps = _sane_fps(info.frame_rate, warnings, f"{path}/seqinfo.ini")
-    if info.seq_length < 1:
-        raise InputError(f"{path}/seqinfo.ini: seqLength {info.seq_length} < 1")
     use_pixels = need_pixels and sequence.has_frames
     if need_pixels and not use_pixels:
         warnings.append(f"{path}: no img1/ images and no video; tracked by motion only")
