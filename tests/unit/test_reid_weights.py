@@ -65,7 +65,7 @@ def test_pt_checkpoint_with_same_keys_loads_by_name(tmp_path: Path) -> None:
     assert_same_weights(model.backbone, reference)
     x = torch.randn(2, 3, 64, 32)
     with torch.inference_mode():
-        torch.testing.assert_close(model._forward(x), reference(x))
+        torch.testing.assert_close(model.raw_features(x), reference(x))
 
 
 def test_safetensors_checkpoint_loads(tmp_path: Path) -> None:
