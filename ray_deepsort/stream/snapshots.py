@@ -37,7 +37,7 @@ from ray_deepsort.pipeline.state_store import CheckpointStore, PartitionManifest
 if TYPE_CHECKING:
     from ray_deepsort.pipeline.actors import JobActors
     from ray_deepsort.stream.config import StreamConfig
-    from ray_deepsort.stream.job import JobSummary
+    from ray_deepsort.stream.summary import JobSummary
 
 logger = logging.getLogger("ray_deepsort.stream")
 
@@ -282,7 +282,7 @@ class CheckpointCoordinator:
         ]
         # Every shard gets the call, with or without streams to write: a shard that died
         # after the batch (its snapshot failed) raises here, even one that holds no stream
-        # now; the offsets are committed and `StreamJob._recover_actors` rebuilds from the
+        # now; the offsets are committed and `StreamJob.recover_actors` rebuilds from the
         # last checkpoint.
         calls = [
             shard.write_checkpoints.remote(state_ref, shard_due)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from driver_fakes import (
     P1,
     P2,
     FakeConsumer,
-    Record,
+    frame_record,
     make_job,
 )
 
@@ -22,12 +23,13 @@ from ray_deepsort.pipeline import SourcePosition
 from ray_deepsort.pipeline.actors import ShardRestartedError, TrackerShardActor
 from ray_deepsort.pipeline.types import TrackRequest
 from ray_deepsort.stream.config import load_config
-from ray_deepsort.stream.job import MAX_STALLED_RECOVERIES, _Batch
+from ray_deepsort.stream.job import MAX_STALLED_RECOVERIES, StreamJob
 
 
-def _batch(batch_id: int, records: list[tuple[int, int]], consumed: int) -> _Batch:
-    by_position = {("frames", p, o): Record("frames", p, o, b"k", b"v") for p, o in records}
-    return _Batch(batch_id, 0.0, by_position, [], [], {}, {}, 0.0, consumed=consumed)
+def _submit(job: StreamJob, records: list[tuple[int, int, str]]) -> None:
+    """A batch of (partition, offset, stream) frames, polled and sent to the shards."""
+    polled = [frame_record(partition, offset, stream) for partition, offset, stream in records]
+    job.batches.submit(job.partitions.accept(polled), time.monotonic())
 
 
 def test_recovery_drops_the_window_commits_and_rebuilds_every_partition(
@@ -36,25 +38,25 @@ def test_recovery_drops_the_window_commits_and_rebuilds_every_partition(
     consumer = FakeConsumer({P0: 10})
     job = make_job(tmp_path, consumer, "checkpoint.enabled=false")
     consumer.assigned = {P0, P1}
-    job._handle_assignment([])
-    job.partition_streams[P0].update({"cam0", "cam3"})
-    job.partition_streams[P1].add("cam1")
-    job.pending_commit = {P0: 14, P2: 5}  # finished, not committed yet (commit interval)
-    job.batch_counter, job.records_seen = 7, 30
-    job.inflight.extend([_batch(6, [(0, 14), (1, 3)], 2), _batch(7, [(1, 4), (0, 15)], 2)])
+    _submit(job, [(0, 10, "cam0"), (0, 11, "cam0"), (0, 12, "cam3"), (0, 13, "cam3")])
+    assert job.batches.pop_ready(block=True) is not None  # finished...
+    job.ledger.batch_done({P0: 13, P2: 4}, {P0, P2})  # ...not committed yet (commit interval)
+    _submit(job, [(0, 14, "cam0"), (1, 3, "cam1")])  # in flight
+    _submit(job, [(1, 4, "cam1"), (0, 15, "cam3")])
+    assert (job.batches.submitted, job.batches.records_seen) == (3, 8)
 
     with caplog.at_level(logging.WARNING, logger="ray_deepsort.stream"):
-        job._recover_actors(ShardRestartedError("tracker shard 0 restarted"))
+        job.recover_actors(ShardRestartedError("tracker shard 0 restarted"))
 
-    assert not job.inflight and (job.batch_counter, job.records_seen) == (5, 26)
+    assert not job.inflight and (job.batches.submitted, job.batches.records_seen) == (1, 4)
     # P2 was given away meanwhile (a rebalance): never commit for its new owner.
-    assert consumer.committed_offsets == {P0: 14} and not job.pending_commit
+    assert consumer.committed_offsets == {P0: 14} and not job.ledger.pending
     # Back to the commit, or (never committed, auto_offset_reset=earliest) to the beginning.
     assert dict(consumer.seeks) == {P0: 14, P1: "beginning"}
     # One call per owning shard (all three streams are shard 0's).
     assert [shard.dropped for shard in job.pool.shards] == [[["cam0", "cam1", "cam3"]], []]
     assert job.pool.shard_incarnations == ["a1", "b0"]
-    assert job.owned == {P0, P1} and not job.partition_streams
+    assert job.owned == {P0, P1} and not job.ledger.streams
     assert job.summary.actor_recoveries == 1
     assert "dropping 2 batch(es) in flight" in caplog.text
     assert "checkpoints are off" in caplog.text and "fresh trackers" in caplog.text
@@ -64,21 +66,41 @@ def test_latest_without_commit_goes_back_to_the_first_dropped_record(tmp_path: P
     consumer = FakeConsumer({})
     job = make_job(tmp_path, consumer, 'kafka.auto_offset_reset="latest"')
     consumer.assigned = {P2}
-    job._handle_assignment([])
-    job.inflight.append(_batch(1, [(2, 40), (2, 41)], 2))
-    job._recover_actors(ShardRestartedError("restarted"))
+    _submit(job, [(2, 40, "cam0"), (2, 41, "cam0")])
+    job.recover_actors(ShardRestartedError("restarted"))
     assert dict(consumer.seeks) == {P2: 40}
 
 
 def test_recoveries_without_progress_give_up(tmp_path: Path) -> None:
     job = make_job(tmp_path, FakeConsumer({}))
     for _ in range(MAX_STALLED_RECOVERIES):
-        job._recover_actors(ShardRestartedError("restarted"))
+        job.recover_actors(ShardRestartedError("restarted"))
     job.summary.frames += 1  # progress resets the count
     for _ in range(MAX_STALLED_RECOVERIES):
-        job._recover_actors(ShardRestartedError("restarted"))
+        job.recover_actors(ShardRestartedError("restarted"))
     with pytest.raises(RuntimeError, match="giving up"):
-        job._recover_actors(ShardRestartedError("restarted"))
+        job.recover_actors(ShardRestartedError("restarted"))
+
+
+def test_a_shard_that_dies_in_the_loop_is_recovered_and_its_batch_replayed(
+    tmp_path: Path,
+) -> None:
+    consumer = FakeConsumer({P0: 0})
+    job = make_job(
+        tmp_path,
+        consumer,
+        "checkpoint.enabled=false",
+        "batch.max_wait_ms=0",
+        "job.stop_after_batches=1",
+    )
+    consumer.assigned = {P0}
+    polled = [frame_record(0, offset, "cam0") for offset in range(3)]
+    consumer.to_poll = [polled, polled]  # fetched again after the seek back to the commit
+    job.pool.shards[0].errors[1] = ShardRestartedError("tracker shard 0 restarted")
+    job.run_until_stopped()
+    assert job.summary.actor_recoveries == 1 and consumer.seeks == [(P0, 0)]
+    assert consumer.commits == [{P0: 3}] and job.summary.frames == 3
+    assert job.summary.stop_reason == "stop_after_batches=1"
 
 
 def test_a_restarted_shard_refuses_calls_meant_for_its_previous_incarnation() -> None:

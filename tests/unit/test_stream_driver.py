@@ -1,33 +1,37 @@
-"""Driver logic without Kafka or Ray: partition assignment, leftover cleanup, re-fetch dedupe."""
+"""Driver logic without Kafka or Ray: partition assignment, leftover cleanup, re-fetch dedupe,
+a fatal checkpoint error."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import pytest
 from driver_fakes import (
     P0,
     P1,
     FakeConsumer,
     Record,
+    frame_record,
     make_job,
     write_result_file,
 )
 
 from ray_deepsort.pipeline import batch_file_stem
-from ray_deepsort.stream.job import _Batch
 
 
 def test_assignment_removes_uncommitted_files_only(tmp_path: Path) -> None:
     consumer = FakeConsumer({P0: 10, P1: None})
     job = make_job(tmp_path, consumer)
+    writer = job.sink.writer
     for partition, offset in [(0, 5), (0, 10), (0, 20), (1, 0)]:
-        write_result_file(job.writer, partition, offset)
+        write_result_file(writer, partition, offset)
     consumer.assigned = {P0, P1}
-    job._handle_assignment([])
-    stems = {job.writer.stem_of(p) for p in job.writer.files()}
+    job.partitions.accept([])
+    stems = {writer.stem_of(p) for p in writer.files()}
     assert stems == {batch_file_stem("frames", 0, 5)}
     assert job.summary.leftovers_removed == 6  # tracks + frames file of each removed batch
-    assert job.owned == {P0, P1} and job.first_assignment_at is not None
+    assert job.owned == {P0, P1} and job.idle.assigned_at is not None
 
 
 def test_without_committed_offset_only_files_the_run_rewrites_are_removed(tmp_path: Path) -> None:
@@ -36,11 +40,12 @@ def test_without_committed_offset_only_files_the_run_rewrites_are_removed(tmp_pa
     consumer = FakeConsumer({P0: None})
     consumer.start_positions[P0] = 50
     job = make_job(tmp_path, consumer)
+    writer = job.sink.writer
     for offset in (10, 30, 50, 70):
-        write_result_file(job.writer, 0, offset)
+        write_result_file(writer, 0, offset)
     consumer.assigned = {P0}
-    job._handle_assignment([])
-    stems = {job.writer.stem_of(p) for p in job.writer.files()}
+    job.partitions.accept([])
+    stems = {writer.stem_of(p) for p in writer.files()}
     assert stems == {batch_file_stem("frames", 0, 10), batch_file_stem("frames", 0, 30)}
     assert job.summary.leftovers_removed == 4
 
@@ -50,29 +55,28 @@ def test_refetched_and_foreign_records_are_dropped(tmp_path: Path) -> None:
     job = make_job(tmp_path, consumer)
     consumer.assigned = {P0}
     first = [Record("frames", 0, o, b"k", b"v") for o in (0, 1, 2)]
-    assert job._handle_assignment(first) == first
+    assert job.partitions.accept(first) == first
     again = [Record("frames", 0, o, b"k", b"v") for o in (1, 2, 3)]
     foreign = [Record("frames", 1, 0, b"k", b"v")]
-    assert [r.offset for r in job._handle_assignment(again + foreign)] == [3]
+    assert [r.offset for r in job.partitions.accept(again + foreign)] == [3]
 
 
 def test_lost_partition_revokes_in_flight_results_and_streams(tmp_path: Path) -> None:
     consumer = FakeConsumer({})
     job = make_job(tmp_path, consumer)
     consumer.assigned = {P0, P1}
-    job._handle_assignment([])
-    job.partition_streams[P1].update({"cam7", "cam9"})
-    job.pending_commit = {P0: 4, P1: 9}
-    batch = _Batch(1, 0.0, {}, [], [], {P1: 0}, {P1: 8}, 0.0)
-    job.inflight.append(batch)
+    records = [frame_record(0, 3, "cam0"), frame_record(1, 7, "cam7"), frame_record(1, 8, "cam9")]
+    batch = job.batches.submit(job.partitions.accept(records), time.monotonic())
+    job.ledger.batch_done({P0: 3, P1: 8}, {P0, P1})  # an earlier batch, not committed yet
+    assert job.ledger.pending == {P0: 4, P1: 9}
     consumer.assigned = {P0}
-    job._handle_assignment([])
+    job.partitions.accept([])
     assert batch.revoked == {P1}
-    assert job.pending_commit == {P0: 4}
+    assert job.ledger.pending == {P0: 4}
     first, second = job.pool.shards  # each stream goes to the shard that owns it only
     assert first.dropped == [["cam9"]] and second.dropped == [["cam7"]]
     consumer.assigned = {P0, P1}  # it comes back: replayed from its committed offset
-    job._handle_assignment([])
+    job.partitions.accept([])
     assert batch.revoked == {P1} and job.owned == {P0, P1}
 
 
@@ -81,29 +85,27 @@ def test_unrestorable_checkpoint_stops_the_job_without_committing_the_failed_bat
 ) -> None:
     """A shard's `CheckpointRestoreError` (wrapped by Ray) is fatal, not an actor failure: no
     recovery or retry; finished batches are committed, the failed batch and later ones are not."""
-    import pytest
     from ray.exceptions import RayTaskError
 
     from ray_deepsort.pipeline.tracker_shard import CheckpointRestoreError
 
     consumer = FakeConsumer({P0: 0})
-    job = make_job(tmp_path, consumer)
+    # No commit of its own before the stop; one poll per batch.
+    job = make_job(tmp_path, consumer, "job.commit_interval_s=300", "batch.max_wait_ms=0")
     consumer.assigned = {P0}
-    job.owned = {P0}
-    job.pending_commit[P0] = 5  # a finished batch whose commit is still due
-    # the batch that needed the file (offsets 5-9), not finished
-    job.inflight.append(_Batch(7, 0.0, {}, [], [], {P0: 5}, {P0: 9}, 0.0))
-    loops = []
-
-    def failing_loop() -> str:
-        loops.append(1)
-        cause = CheckpointRestoreError("checkpoint of stream 'cam' (frames[0]) cannot be restored")
-        raise RayTaskError("TrackerShardActor.process", "tb", cause).as_instanceof_cause()
-
-    job._loop = failing_loop  # type: ignore[method-assign]
+    # A finished batch (offsets 0-4), then the batch that needs the file (offsets 5-9).
+    consumer.to_poll = [
+        [frame_record(0, o, "cam") for o in range(5)],
+        [frame_record(0, o, "cam") for o in range(5, 10)],
+    ]
+    cause = CheckpointRestoreError("checkpoint of stream 'cam' (frames[0]) cannot be restored")
+    failure = RayTaskError("TrackerShardActor.process", "tb", cause).as_instanceof_cause()
+    for shard in job.pool.shards:
+        shard.errors[5] = failure
     with pytest.raises(CheckpointRestoreError, match=r"stream 'cam' \(frames\[0\]\)") as caught:
-        job._run_until_stopped()
+        job.run_until_stopped()
     assert type(caught.value) is CheckpointRestoreError  # the message, not Ray's traceback
-    assert loops == [1] and job.pool.restarts == 0 and job.summary.actor_recoveries == 0
+    assert consumer.polls == 2 and not consumer.to_poll  # the loop ran once: no retry
+    assert job.pool.restarts == 0 and job.summary.actor_recoveries == 0
     assert consumer.commits == [{P0: 5}] and not job.inflight
     assert job.summary.stop_reason == "checkpoint cannot be restored"

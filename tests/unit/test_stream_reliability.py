@@ -3,15 +3,18 @@ produce retries, commit backoff, a broker that lost its offsets, records fenced 
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from driver_fakes import (
     P0,
     P1,
     FakeConsumer,
+    FakeProducer,
     Record,
+    frame_record,
     make_job,
     write_result_file,
 )
@@ -19,8 +22,11 @@ from kafka.errors import CommitFailedError, KafkaTimeoutError, MessageSizeTooLar
 
 from ray_deepsort.pipeline import batch_file_stem
 from ray_deepsort.stream.config import ConfigError, load_config
-from ray_deepsort.stream.job import StreamJob, _Batch, _Outgoing
+from ray_deepsort.stream.job import StreamJob
+from ray_deepsort.stream.metrics import JobMetrics
 from ray_deepsort.stream.retry import Backoff, BrokerUnavailableError
+from ray_deepsort.stream.sink import Outgoing, ResultSink
+from ray_deepsort.stream.summary import JobSummary
 
 
 # ---------------------------------------------------------------------- retry schedule
@@ -87,45 +93,50 @@ def _job(tmp_path: Path, consumer: FakeConsumer, *overrides: str) -> StreamJob:
 
 # ---------------------------------------------------------------------- broker lost its state
 def test_broker_that_lost_committed_offsets_resumes_at_the_jobs_own(tmp_path: Path) -> None:
-    consumer = FakeConsumer({P0: None, P1: 7})
+    consumer = FakeConsumer({P0: 40, P1: 5})
     job = _job(tmp_path, consumer)
-    job.committed = {P0: 40, P1: 5}  # P1: another replica went further meanwhile
-    for offset in (0, 20, 40):
-        write_result_file(job.writer, 0, offset)
     consumer.assigned = {P0, P1}
-    job._handle_assignment([])
+    job.partitions.accept([])
+    for offset in (0, 20, 40):  # 40: output of input in flight when the broker went away
+        write_result_file(job.sink.writer, 0, offset)
+    # The broker restarts without its state; P1: another replica went further meanwhile.
+    consumer.committed_offsets = {P0: None, P1: 7}
+    asyncio.run(consumer.listener.on_partitions_lost({P0, P1}))
+    job.partitions.accept([])  # assigned again in the same poll
     assert job.summary.broker_resets == 1
     assert consumer.seeks == [(P0, 40)]
-    assert job.next_offset[P0] == 40 and job.pending_commit == {P0: 40}
-    assert job.committed == {P0: 40, P1: 7}
+    assert job.ledger.next_offset[P0] == 40 and job.ledger.pending == {P0: 40}
+    assert job.ledger.committed == {P0: 40, P1: 7}
     # Output below the job's own offset stays; the uncommitted file above it goes.
-    stems = {job.writer.stem_of(p) for p in job.writer.files()}
+    stems = {job.sink.writer.stem_of(p) for p in job.sink.writer.files()}
     assert stems == {batch_file_stem("frames", 0, o) for o in (0, 20)}
     # Re-published records below 40 are skipped, new ones processed.
     records = [Record("frames", 0, o, b"k", b"v") for o in (38, 39, 40, 41)]
-    assert [r.offset for r in job._handle_assignment(records)] == [40, 41]
+    assert [r.offset for r in job.partitions.accept(records)] == [40, 41]
 
 
 def test_partitions_kept_through_a_rebalance_continue_where_the_job_is(tmp_path: Path) -> None:
     consumer = FakeConsumer({P0: 10, P1: 20})
     job = _job(tmp_path, consumer)
     consumer.assigned = {P0, P1}
-    job._handle_assignment([])
-    job.committed = {P0: 12, P1: 20}
-    job.next_offset = {P0: 15, P1: 20}
+    job.partitions.accept([])
+    job.ledger.committed_now({P0: 12})
+    job.ledger.seek(P0, 15)
+    job.ledger.seek(P1, 20)
     consumer.committed_offsets = {P0: None, P1: 20}  # the broker restarted meanwhile
     # A revoke callback (nothing to hand off) while the rebalance is not done yet: records of
     # the revoked partitions are fenced, whatever the assignment still says.
-    job.revoked_in_rebalance = {P0, P1}
-    job.rebalance_done = False
+    listener = consumer.listener
+    asyncio.run(listener.on_partitions_revoked({P0, P1}))
+    assert consumer.async_commits == [] and job.summary.handoffs == 0
     fetched = [Record("frames", 0, 15, b"k", b"v"), Record("frames", 1, 20, b"k", b"v")]
-    assert job._handle_assignment(fetched) == []
+    assert job.partitions.accept(fetched) == []
     assert consumer.seeks == []
-    job.rebalance_done = True  # the assignment callback: the same partitions came back
-    assert job._handle_assignment(fetched) == []
+    asyncio.run(listener.on_partitions_assigned({P0, P1}))  # the same partitions came back
+    assert job.partitions.accept(fetched) == []
     assert sorted(consumer.seeks) == [(P0, 15), (P1, 20)]
-    assert job.summary.broker_resets == 1 and job.pending_commit == {P0: 12}
-    assert [r.offset for r in job._handle_assignment(fetched)] == [15, 20]
+    assert job.summary.broker_resets == 1 and job.ledger.pending == {P0: 12}
+    assert [r.offset for r in job.partitions.accept(fetched)] == [15, 20]
 
 
 def test_lost_membership_drops_in_flight_results_even_if_the_partition_returns(
@@ -134,128 +145,109 @@ def test_lost_membership_drops_in_flight_results_even_if_the_partition_returns(
     consumer = FakeConsumer({P0: 0})
     job = _job(tmp_path, consumer)
     consumer.assigned = {P0}
-    job._handle_assignment([])
-    job.partition_streams[P0].add("cam0")
-    batch = _Batch(1, 0.0, {}, [], [], {P0: 0}, {P0: 8}, 0.0)
-    job.inflight.append(batch)
-    job.lost_in_rebalance = {P0}  # on_partitions_lost, then P0 assigned again in one poll
-    assert job._handle_assignment([Record("frames", 0, 9, b"k", b"v")]) == []
+    records = job.partitions.accept([frame_record(0, o, "cam0") for o in range(9)])
+    batch = job.batches.submit(records, time.monotonic())
+    # on_partitions_lost, then P0 assigned again within one poll
+    asyncio.run(consumer.listener.on_partitions_lost({P0}))
+    assert job.partitions.accept([Record("frames", 0, 9, b"k", b"v")]) == []
     assert batch.revoked == {P0}
     assert [shard.dropped for shard in job.pool.shards] == [[["cam0"]], []]  # its owner only
-    assert job.owned == {P0} and not job.lost_in_rebalance
+    assert job.owned == {P0} and not consumer.listener.take_fences().void
 
 
 # ---------------------------------------------------------------------- commits
 def test_failed_commit_is_retried_with_backoff_and_forced_at_stop(tmp_path: Path) -> None:
     consumer = FakeConsumer({})
     job = _job(tmp_path, consumer, "job.retry_backoff_s=30", "job.retry_backoff_max_s=60")
-    job.pending_commit = {P0: 5}
+    job.ledger.batch_done({P0: 4}, {P0})
     consumer.commit_error = CommitFailedError("rebalance")
-    job._commit()
-    assert job.summary.commit_failures == 1 and job.pending_commit == {P0: 5}
+    job.committer.commit()
+    assert job.summary.commit_failures == 1 and job.ledger.pending == {P0: 5}
     consumer.commit_error = None
-    job._commit()  # within the backoff: not tried
+    job.committer.commit()  # within the backoff: not tried
     assert consumer.commits == []
-    job._commit(force=True)
-    assert consumer.commits == [{P0: 5}] and job.pending_commit == {}
-    assert job.committed == {P0: 5} and job.summary.committed == {"frames:0": 5}
-    assert job.commit_backoff.failures == 0
+    job.committer.commit(force=True)
+    assert consumer.commits == [{P0: 5}] and job.ledger.pending == {}
+    assert job.ledger.committed == {P0: 5} and job.summary.committed == {"frames:0": 5}
+    assert job.committer.backoff.failures == 0
 
 
 def test_commit_inside_a_rebalance_callback_is_left_to_the_handoff(tmp_path: Path) -> None:
+    consumer = FakeConsumer({P0: 0})
+    job = _job(tmp_path, consumer)
+    consumer.assigned = {P0}
+    job.partitions.accept([])
+    job.ledger.batch_done({P0: 4}, {P0})
+    with job.committer.deferred():  # blocking consumer calls would wait for kafka's IO thread
+        job.committer.commit(force=True)
+    assert consumer.commits == []
+    # Revoked with a batch in flight: it is finished (its own commit deferred too), and the
+    # hand-off commits everything asynchronously.
+    records = job.partitions.accept([frame_record(0, o, "cam0") for o in (5, 6)])
+    job.batches.submit(records, time.monotonic())
+    asyncio.run(consumer.listener.on_partitions_revoked({P0}))
+    assert consumer.commits == [] and consumer.async_commits == [{P0: 7}]
+    assert job.summary.handoffs == 1 and job.summary.frames == 2
+    assert not job.inflight and job.ledger.pending == {} and job.ledger.committed == {P0: 7}
+
+
+def test_a_failed_handoff_commit_is_counted_not_raised(tmp_path: Path) -> None:
     consumer = FakeConsumer({})
     job = _job(tmp_path, consumer)
-    job.pending_commit = {P0: 5}
-    job.in_handoff = True  # blocking consumer calls would wait for kafka's IO thread itself
-    job._commit(force=True)
-    assert consumer.commits == []
-    assert job._hand_off() == {P0: 5}  # nothing in flight: the pending offsets to commit
-    assert job.summary.handoffs == 1
+    job.ledger.batch_done({P0: 4}, {P0})
+
+    async def failing_commit(offsets: object) -> None:
+        raise CommitFailedError("generation changed")
+
+    consumer.commit_async = failing_commit  # type: ignore[method-assign]
+    asyncio.run(consumer.listener.on_partitions_revoked({P0}))
+    assert job.summary.commit_failures == 1 and job.ledger.pending == {P0: 5}
+    consumer.listener.raise_error()  # nothing kept for the main thread
 
 
 # ---------------------------------------------------------------------- produce retries
-class FakeFuture:
-    def __init__(self, outcome: str) -> None:
-        self.is_done = outcome != "pending"
-        self.exception = KafkaTimeoutError("expired") if outcome == "failed" else None
-
-    def failed(self) -> bool:
-        return self.exception is not None
+def _messages(n: int) -> list[Outgoing]:
+    return [Outgoing("tracks", b"cam", str(i).encode()) for i in range(n)]
 
 
-class FakeProducer:
-    """Answers each send with the next outcome: "ok", "failed", "pending" (until a flush that
-    `delivers`), or an exception to raise."""
-
-    def __init__(self, outcomes: list[Any], delivers: bool = True) -> None:
-        self.outcomes = outcomes
-        self.delivers = delivers
-        self.sent: list[bytes] = []
-        self.futures: list[FakeFuture] = []
-        self.closed = False
-
-    def send(self, topic: str, key: bytes, value: bytes, headers: Any) -> FakeFuture:
-        outcome = self.outcomes.pop(0) if self.outcomes else "ok"
-        if isinstance(outcome, Exception):
-            raise outcome
-        self.sent.append(value)
-        self.futures.append(FakeFuture(outcome))
-        return self.futures[-1]
-
-    def flush(self, timeout: float) -> None:
-        pending = [f for f in self.futures if not f.is_done]
-        if pending and not self.delivers:
-            self.delivers = True  # the broker is back for the next flush
-            raise KafkaTimeoutError("Timeout waiting for future")
-        for future in pending:
-            future.is_done = True
-
-    def close(self, timeout: float) -> None:
-        self.closed = True
-
-
-def _messages(n: int) -> list[_Outgoing]:
-    return [_Outgoing("tracks", b"cam", str(i).encode()) for i in range(n)]
-
-
-def _producing_job(tmp_path: Path, producers: list[FakeProducer], *overrides: str) -> StreamJob:
-    job = _job(tmp_path, FakeConsumer({}), "job.retry_backoff_s=0.001", *overrides)
+def _sink(tmp_path: Path, producers: list[FakeProducer], *overrides: str) -> ResultSink:
+    """A sink whose producer factory hands out `producers` in turn (the first at once)."""
+    config = load_config(
+        None, [f'output.path="{tmp_path}"', "job.retry_backoff_s=0.001", *overrides]
+    )
     made = iter(producers)
-    job._producer_factory = lambda config: next(made)
-    job.producer = None
-    return job
+    return ResultSink(config, lambda config: next(made), JobSummary(), JobMetrics(enabled=False))
 
 
 def test_failed_records_are_sent_again_by_a_new_producer(tmp_path: Path) -> None:
     first = FakeProducer(["ok", "failed", "ok", "failed"])
     second = FakeProducer([])
-    job = _producing_job(tmp_path, [first, second])
-    job._produce(_messages(4))
+    sink = _sink(tmp_path, [first, second])
+    sink.produce(_messages(4))
     assert first.closed and second.sent == [b"1", b"3"]
-    assert job.summary.produce_retries == 1 and job.producer is second
+    assert sink.summary.produce_retries == 1 and sink.producer is second
 
 
 def test_unacknowledged_records_are_waited_for_not_sent_twice(tmp_path: Path) -> None:
     producer = FakeProducer(["pending", "pending"], delivers=False)
-    job = _producing_job(tmp_path, [producer])
-    job._produce(_messages(2))
+    sink = _sink(tmp_path, [producer])
+    sink.produce(_messages(2))
     assert producer.sent == [b"0", b"1"] and not producer.closed
-    assert job.summary.produce_retries == 1
+    assert sink.summary.produce_retries == 1
 
 
 def test_send_errors_retry_when_retriable_and_raise_otherwise(tmp_path: Path) -> None:
     first = FakeProducer(["ok", KafkaTimeoutError("no metadata")])
     second = FakeProducer([])
-    job = _producing_job(tmp_path, [first, second])
-    job._produce(_messages(3))
+    _sink(tmp_path, [first, second]).produce(_messages(3))
     assert first.sent == [b"0"] and second.sent == [b"1", b"2"]
     too_large = FakeProducer([MessageSizeTooLargeError("too large")])
     with pytest.raises(MessageSizeTooLargeError):
-        _producing_job(tmp_path, [too_large])._produce(_messages(1))
+        _sink(tmp_path, [too_large]).produce(_messages(1))
 
 
 def test_producing_gives_up_after_the_broker_timeout(tmp_path: Path) -> None:
     producers = [FakeProducer(["failed"]) for _ in range(1000)]
-    job = _producing_job(tmp_path, producers, "job.broker_timeout_s=0.05")
+    sink = _sink(tmp_path, producers, "job.broker_timeout_s=0.05")
     with pytest.raises(BrokerUnavailableError, match=r"broker_timeout_s=0\.05"):
-        job._produce(_messages(1))
+        sink.produce(_messages(1))

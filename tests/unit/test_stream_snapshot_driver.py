@@ -26,10 +26,10 @@ def test_checkpoint_behind_the_commit_replays_without_output(tmp_path: Path) -> 
     consumer.assigned = {P0, P1, P2}
 
     fetched = [Record("frames", 0, 12, b"cam0", b""), Record("frames", 2, 4, b"cam2", b"")]
-    kept = job._handle_assignment(fetched)
+    kept = job.partitions.accept(fetched)
 
     assert consumer.seeks == [(P0, 7)]
-    assert job.checkpoint.replay_below == {P0: 12} and job.next_offset[P0] == 7
+    assert job.checkpoint.replay_below == {P0: 12} and job.ledger.next_offset[P0] == 7
     assert [r.partition for r in kept] == [2]  # P0's record comes again after the seek
     assert job.checkpoint.covered == {P0: 7, P1: 20, P2: 4}
     fresh = store.read_manifest("frames", 1)
@@ -40,10 +40,10 @@ def test_partition_without_commit_gets_its_manifest_at_the_first_record(tmp_path
     consumer = FakeConsumer({P0: None})
     job = make_job(tmp_path, consumer)
     consumer.assigned = {P0}
-    job._handle_assignment([])
+    job.partitions.accept([])
     store = CheckpointStore(tmp_path)
     assert store.read_manifest("frames", 0) is None
-    job._handle_assignment([Record("frames", 0, 3, b"cam0", b"")])
+    job.partitions.accept([Record("frames", 0, 3, b"cam0", b"")])
     manifest = store.read_manifest("frames", 0)
     assert manifest is not None and manifest.offset == 3 and job.checkpoint.covered == {P0: 3}
 
@@ -52,5 +52,5 @@ def test_disabled_checkpoints_write_nothing(tmp_path: Path) -> None:
     consumer = FakeConsumer({P0: 5})
     job = make_job(tmp_path, consumer, "checkpoint.enabled=false")
     consumer.assigned = {P0}
-    job._handle_assignment([Record("frames", 0, 5, b"cam0", b"")])
+    job.partitions.accept([Record("frames", 0, 5, b"cam0", b"")])
     assert not job.checkpoint.enabled and not (tmp_path / "_checkpoints").exists()
