@@ -89,3 +89,28 @@ def test_the_architecture_page_names_every_package() -> None:
     for package in ALLOWED:
         if (PACKAGE / package).is_dir():
             assert f"`ray_deepsort/{package}`" in page, package
+
+
+TESTS = PACKAGE.parent / "tests"
+
+
+def test_unit_tests_mirror_the_package_layout() -> None:
+    """tests/unit/<package>/ for each package (and benchmarks/); only this file at the top."""
+    packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    for entry in (TESTS / "unit").iterdir():
+        if entry.is_dir() and entry.name != "__pycache__":
+            assert entry.name in packages | {"benchmarks"}, entry
+        elif entry.suffix == ".py":
+            assert entry.name == "test_layering.py", f"{entry} belongs in a package folder"
+
+
+def test_no_test_calls_a_private_method() -> None:
+    """Tests go through public interfaces; a test's own helpers (self._x) are its business."""
+    private_call = re.compile(r"(?<![\w.])(?!self\.|cls\.)\w[\w.]*\._[a-z]\w*\(")
+    offenders = [
+        f"{path.relative_to(TESTS)}:{number}: {line.strip()}"
+        for path in sorted(TESTS.rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if private_call.search(line)
+    ]
+    assert not offenders, offenders

@@ -31,7 +31,7 @@ from ray_deepsort.eval import cli as eval_cli
 from ray_deepsort.stream.config import ConfigError, load_config
 from ray_deepsort.synthetic import SceneConfig, SyntheticScene
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SIGNATURE = inspect.signature(DeepSORTTracker.__init__).parameters
 NAMES = [name for name in SIGNATURE if name not in NOT_PARAMETERS]
 

@@ -26,7 +26,7 @@ from ray_deepsort.synthetic import SceneConfig, SyntheticScene
 
 trackeval = pytest.importorskip("trackeval")
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
+SHARED = Path(__file__).resolve().parents[3] / ".." / "shared"
 MOT16_09 = SHARED / "data" / "mot16" / "MOT16-09"
 TUD_CAMPUS = SHARED / "data" / "mot15" / "TUD-Campus"
 KEYS = ("HOTA", "MOTA", "IDF1", "IDSW", "FP", "FN")

@@ -84,7 +84,7 @@ def test_dry_run_lists_the_plan_and_writes_nothing(
 
 
 # ------------------------------------------------------------------- the model and its gate
-OMZ = Path(__file__).resolve().parents[2] / ".." / "shared" / "models" / "intel-omz"
+OMZ = Path(__file__).resolve().parents[3] / ".." / "shared" / "models" / "intel-omz"
 O288 = "person-reidentification-retail-0288"
 XML_0288 = OMZ / O288 / "FP16" / f"{O288}.xml"
 

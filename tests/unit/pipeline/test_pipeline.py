@@ -385,7 +385,7 @@ def test_shard_restore_of_a_missing_checkpoint_starts_fresh(tmp_path) -> None:
 
 
 # ---------------------------------------------------------------------------- model choice
-OMZ = Path(__file__).resolve().parents[2] / ".." / "shared" / "models" / "intel-omz"
+OMZ = Path(__file__).resolve().parents[3] / ".." / "shared" / "models" / "intel-omz"
 O288 = "person-reidentification-retail-0288"
 XML_0288 = OMZ / O288 / "FP16" / f"{O288}.xml"
 ONNX_0267 = OMZ / "person-reidentification-retail-0267" / "person-reidentification-retail-0267.onnx"

@@ -16,7 +16,7 @@ from ray_deepsort.reid import ReIDModel, WeightsUnavailableError, find_mobilenet
 from ray_deepsort.reid.crops import aspect_boxes
 
 SMALL = (64, 32)  # input size for fast forward passes; geometry is the same at 256x128
-MOT15 = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mot15"
+MOT15 = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "mot15"
 
 
 @pytest.fixture(scope="module")

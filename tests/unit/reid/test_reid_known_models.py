@@ -23,7 +23,7 @@ from ray_deepsort.reid.known_models import KNOWN_MODELS
 
 pytest.importorskip("openvino")
 
-OMZ = Path(__file__).resolve().parents[2] / ".." / "shared" / "models" / "intel-omz"
+OMZ = Path(__file__).resolve().parents[3] / ".." / "shared" / "models" / "intel-omz"
 O288 = "person-reidentification-retail-0288"
 O267 = "person-reidentification-retail-0267"
 XML_0288 = OMZ / O288 / "FP16" / f"{O288}.xml"

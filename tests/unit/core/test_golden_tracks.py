@@ -40,7 +40,7 @@ from ray_deepsort.eval.runner import track_sequence
 from ray_deepsort.io.mot import GroundTruth, MotSequence
 from ray_deepsort.synthetic import SceneConfig, SyntheticScene
 
-MOT15 = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mot15"
+MOT15 = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "mot15"
 BLESS = os.environ.get("RAY_DEEPSORT_BLESS", "") not in ("", "0")
 if BLESS and os.environ.get("CI"):  # a blessing run skips every comparison: never in CI
     raise RuntimeError("RAY_DEEPSORT_BLESS must not be set in CI")

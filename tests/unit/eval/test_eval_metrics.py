@@ -12,7 +12,7 @@ from ray_deepsort.eval.metrics import evaluate_many, evaluate_sequence
 from ray_deepsort.io.mot import GroundTruth, read_ground_truth, write_results
 from ray_deepsort.synthetic import SceneConfig, SyntheticScene
 
-MOT15 = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mot15"
+MOT15 = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "mot15"
 
 
 @pytest.fixture(scope="module")

@@ -157,7 +157,7 @@ def test_cli_module_imports_nothing_heavy() -> None:
 
 
 # ------------------------------------------------------------------ --model: the model vocabulary
-OMZ = Path(__file__).resolve().parents[2] / ".." / "shared" / "models" / "intel-omz"
+OMZ = Path(__file__).resolve().parents[3] / ".." / "shared" / "models" / "intel-omz"
 O288 = "person-reidentification-retail-0288"
 XML_0288 = OMZ / O288 / "FP16" / f"{O288}.xml"
 

@@ -17,7 +17,7 @@ from ray_deepsort.stream.config import (
     parse_override,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_TOML = ROOT / "jobs" / "stream.toml"
 
 

@@ -39,7 +39,7 @@ from ray_deepsort.stream.wire import (
     encode_frame,
 )
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "wire-format.md"
+DOCS = Path(__file__).resolve().parents[3] / "docs" / "wire-format.md"
 # Codes `decode_frame` may raise: the documented table minus those found later by the actors.
 DOCUMENTED_CODES = frozenset(re.findall(r"^\| `([a-z_]+)` \|", DOCS.read_text(), re.MULTILINE))
 DECODER_CODES = DOCUMENTED_CODES - {"out_of_order"}

@@ -26,7 +26,7 @@ from ray_deepsort.io.mot import (
 )
 from ray_deepsort.synthetic import SceneConfig, SyntheticScene
 
-MOT15 = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mot15"
+MOT15 = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "mot15"
 TINY = SceneConfig(seed=1, num_objects=4, num_frames=8, width=256, height=192)
 
 
