@@ -46,6 +46,7 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
             "tests/unit/core/test_linear_assignment.py",
             "tests/unit/core/test_nn_matching.py",
             "tests/unit/core/test_golden_tracks.py",
+            "tests/unit/core/test_detections.py",
         ],
     ),
     "stream": (

@@ -504,6 +504,21 @@ def test_well_formed_but_altered_state_fails_its_checksum(alter: Callable[[State
     assert snapshot(tracker) == before
 
 
+def test_checksum_problems_name_the_field_and_say_what_happened() -> None:
+    state = fresh_state()
+    del state["state_checksum"]
+    with pytest.raises(InvalidTrackerState) as missing:
+        target().load_state_dict(state)
+    assert (missing.value.field, missing.value.problem) == ("state_checksum", "missing key")
+    state = fresh_state()
+    state["hits"] = state["hits"] + 1
+    with pytest.raises(InvalidTrackerState) as changed:
+        target().load_state_dict(state)
+    assert changed.value.field == "state_checksum"
+    assert changed.value.problem.startswith("does not match the state's arrays")
+    assert "storage fault, partial copy or hand edit" in str(changed.value)
+
+
 def test_lossless_cast_keeps_the_checksum() -> None:
     state = fresh_state()
     state["hits"] = state["hits"].astype(np.float64)
