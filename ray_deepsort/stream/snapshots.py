@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ray_deepsort.pipeline.sharding import drop_streams, shard_of
-from ray_deepsort.pipeline.state_store import CheckpointStore, PartitionManifest
+from ray_deepsort.pipeline.state_store import CheckpointError, CheckpointStore, PartitionManifest
+from ray_deepsort.pipeline.tracker_shard import CheckpointRestoreError
 
 if TYPE_CHECKING:
     from ray_deepsort.pipeline.actors import JobActors
@@ -125,7 +126,7 @@ class CheckpointCoordinator:
         """
         if self.store is None:
             return None
-        manifest = self.store.read_manifest(tp.topic, tp.partition)
+        manifest = self._read_manifest(tp)
         if manifest is None or committed is None or manifest.offset > committed:
             if manifest is not None and manifest.streams:
                 logger.warning(
@@ -156,6 +157,31 @@ class CheckpointCoordinator:
             replay_from = manifest.offset
             self.replay_below[tp] = int(committed)
         return Restored(list(manifest.streams), replay_from)
+
+    def _read_manifest(self, tp: Any) -> PartitionManifest | None:
+        """The partition's manifest; a malformed one follows `checkpoint.on_invalid` as a
+        stream checkpoint does: "fail" stops the job naming the file, "fresh" logs an ERROR
+        and the partition's streams start with fresh trackers (new track ids)."""
+        assert self.store is not None
+        try:
+            return self.store.read_manifest(tp.topic, tp.partition)
+        except CheckpointError as error:
+            path = self.store.manifest_path(tp.topic, tp.partition)
+            if self.config.checkpoint.on_invalid == "fresh":
+                logger.error(
+                    '%s: its streams start with fresh trackers (checkpoint.on_invalid="fresh"): '
+                    "manifest %s cannot be read: %s",
+                    tp,
+                    path,
+                    error,
+                )
+                return None
+            raise CheckpointRestoreError(
+                f"checkpoint manifest of {tp.topic}[{tp.partition}] cannot be read: {error}. "
+                "Nothing of the partition was tracked. To recover, restore the file from a "
+                "backup and run again; or, to accept new track ids for its streams, run once "
+                'with checkpoint.on_invalid="fresh" (--set checkpoint.on_invalid=fresh).'
+            ) from None
 
     def record_fetched(self, tp: Any, offset: int) -> None:
         """A partition assigned without a committed offset starts at its first record: its

@@ -11,6 +11,7 @@ import pytest
 from driver_fakes import P0, P1, FakePool
 
 from ray_deepsort.pipeline.state_store import CheckpointStore, PartitionManifest, stream_file_name
+from ray_deepsort.pipeline.tracker_shard import CheckpointRestoreError
 from ray_deepsort.stream.config import load_config
 from ray_deepsort.stream.job import JobSummary
 from ray_deepsort.stream.snapshots import CheckpointCoordinator, Restored
@@ -175,3 +176,21 @@ def test_idle_streams_leave_memory_once_their_last_state_is_in_a_file(tmp_path: 
     manifest = _store(tmp_path).read_manifest("frames", 0)
     assert manifest is not None and manifest.offset == 2 and len(manifest.streams) == 2
     assert checkpoint.take_restore("cam4")  # its next frame loads the file back
+
+
+def test_a_malformed_manifest_follows_checkpoint_on_invalid(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = _store(tmp_path)
+    store.write_manifest(_manifest(0, 7, ["cam0"]))
+    path = Path(store.manifest_path("frames", 0))
+    path.write_text('{"topic": "frames", "partition": 0')  # torn write
+    with pytest.raises(CheckpointRestoreError, match=r"frames\[0\] cannot be read: .*not JSON"):
+        _coordinator(tmp_path).restore_partition(P0, 12)  # on_invalid="fail", the default
+
+    fresh = _coordinator(tmp_path, 'checkpoint.on_invalid="fresh"')
+    with caplog.at_level(logging.ERROR, logger="ray_deepsort.stream"):
+        assert fresh.restore_partition(P0, 12) is None  # its streams start fresh
+    assert "start with fresh trackers" in caplog.text and str(path) in caplog.text
+    assert not fresh.on_disk and not fresh.replay_below
+    assert store.read_manifest("frames", 0) == PartitionManifest("frames", 0, 12, {})
