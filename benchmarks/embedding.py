@@ -148,7 +148,7 @@ def bench_backends(args: argparse.Namespace, frame: np.ndarray, all_boxes: np.nd
                     crops = torch.rand((batch, 3, *model.input_size)) * 255
                     network = model.preprocess(crops)
                     net, _ = time_calls(
-                        lambda m=model, x=network: m._forward(x), args.min_time, lambda: None
+                        lambda m=model, x=network: m.raw_features(x), args.min_time, lambda: None
                     )
                     rates[key, threads, batch] = batch / wall
                     rates[f"{key} network", threads, batch] = batch / net
