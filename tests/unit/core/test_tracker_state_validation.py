@@ -526,3 +526,86 @@ def test_lossless_cast_keeps_the_checksum() -> None:
     tracker = target()
     tracker.load_state_dict(state)
     assert run(tracker, FUTURE) == EXPECTED
+
+
+def _set(key: str, index: Any, value: Any) -> Callable[[State], None]:
+    def alter(state: State) -> None:
+        array = state[key].copy()
+        array[index] = value
+        state[key] = array
+
+    return alter
+
+
+@pytest.mark.parametrize(
+    ("alter", "field", "problem"),
+    [
+        pytest.param(_set("track_id", 3, 5), "track_id", "", id="id-equals-next_track_id"),
+        pytest.param(_set("birth", 4, 5), "birth", "", id="birth-equals-next_birth"),
+        pytest.param(_set("birth", 2, 1), "birth", "births are not unique", id="birth-repeated"),
+        pytest.param(
+            _set("birth", slice(2, 4), [3, 2]),
+            "birth",
+            "tracks are not in creation order",
+            id="births-out-of-order",
+        ),
+        pytest.param(
+            _set("track_id", 1, 1), "track_id", "confirmed IDs are not unique", id="id-repeated"
+        ),
+        pytest.param(
+            _set("track_id", slice(0, 2), [2, 1]),
+            "track_id",
+            "confirmed IDs do not increase with birth",
+            id="ids-against-birth",
+        ),
+        pytest.param(
+            _set("track_id", 4, 4),
+            "track_id",
+            "unconfirmed tracks must have track_id -1",
+            id="tentative-with-id",
+        ),
+        pytest.param(
+            _set("time_since_update", 3, 4),
+            "time_since_update",
+            "exceeds the track's age",
+            id="missed-longer-than-alive",
+        ),
+        pytest.param(_set("last_xyah", (0, 2), 0.0), "last_xyah", "", id="last-aspect-zero"),
+        pytest.param(
+            lambda s: s.__setitem__("hits", s["hits"] + np.array([0.5, 0, 0, 0, 0])),
+            "hits",
+            "holds non-integral values where integers are expected",
+            id="fractional-hits",
+        ),
+        pytest.param(
+            lambda s: s.__setitem__("hits", s["hits"].astype(np.float64) * [np.nan, 1, 1, 1, 1]),
+            "hits",
+            "holds NaN or inf where integers are expected",
+            id="nan-hits",
+        ),
+        pytest.param(
+            lambda s: s.__setitem__("age", s["age"].astype(np.float64) * [2.0**63, 1, 1, 1, 1]),
+            "age",
+            "holds values beyond int64",
+            id="age-beyond-int64",
+        ),
+        pytest.param(
+            lambda s: s.__setitem__("age", s["age"].astype(np.uint64) + np.uint64(2**63)),
+            "age",
+            "holds values beyond int64",
+            id="unsigned-age-beyond-int64",
+        ),
+    ],
+)
+def test_boundaries_are_refused_naming_field_and_problem(
+    alter: Callable[[State], Any], field: str, problem: str
+) -> None:
+    state = fresh_state()
+    alter(state)
+    tracker = target()
+    before = snapshot(tracker)
+    with pytest.raises(InvalidTrackerState) as refused:
+        tracker.load_state_dict(state)
+    assert refused.value.field == field, refused.value
+    assert problem in refused.value.problem
+    assert snapshot(tracker) == before
