@@ -17,10 +17,11 @@ retried (Ray retries application errors only with `retry_exceptions`): it reache
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -30,6 +31,9 @@ from ray_deepsort.pipeline.embedder import ModelChoice
 EMBEDDER_RESTARTS: dict[str, int] = {"max_restarts": -1, "max_task_retries": -1}
 # Tracker shards restart empty; their calls fail instead of running on the empty actor.
 SHARD_RESTARTS: dict[str, int] = {"max_restarts": -1, "max_task_retries": 0}
+
+
+logger = logging.getLogger("ray_deepsort.pipeline")
 
 
 class PlacementError(RuntimeError):
@@ -118,8 +122,13 @@ class EmbedderActor:
     """
 
     def __init__(self, choice: ModelChoice, metrics_tags: Mapping[str, str] | None = None) -> None:
+        import ray
+        import torch
+
         from ray_deepsort.pipeline.embedder import FrameEmbedder, load_reid_model
 
+        gpu_ids = ray.get_gpu_ids() if ray.is_initialized() else []
+        warn_if_gpu_without_cuda(gpu_ids, torch.cuda.is_available(), choice.device)
         self.embedder = FrameEmbedder(load_reid_model(choice))
         self._histogram: Any = None
         tags = {"actor": "embedder", **{str(k): str(v) for k, v in (metrics_tags or {}).items()}}
@@ -321,6 +330,29 @@ def start_actors(
         pool.embedding_dim = int(started["embedder 0"])
     pool.shard_incarnations = [str(started[f"tracker shard {k}"]) for k in range(len(shards))]
     return pool
+
+
+def warn_if_gpu_without_cuda(gpu_ids: Sequence[Any], cuda_available: bool, device: str) -> bool:
+    """Log a warning (and return True) when Ray gave this actor a GPU that torch cannot use:
+    a torch build without CUDA, or one newer than the node's driver. With `model.device` "auto"
+    the model would otherwise run on the CPU without a word; "cuda" fails when it loads."""
+    if not gpu_ids or cuda_available:
+        return False
+    logger.warning(
+        "this actor holds GPU %s but torch sees no CUDA (torch %s built for CUDA %s; check the "
+        "image's torch build against the node's driver): model.device=%r %s",
+        ",".join(map(str, gpu_ids)),
+        *_torch_build(),
+        device,
+        "fails" if device.startswith("cuda") else "runs on the CPU",
+    )
+    return True
+
+
+def _torch_build() -> tuple[str, str]:
+    import torch
+
+    return str(torch.__version__), str(torch.version.cuda or "none (CPU build)")
 
 
 def embedder_choice(model: ModelChoice, plan: ActorPlan) -> ModelChoice:

@@ -55,10 +55,21 @@ class Backend(Protocol):
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """ "auto" (or None) -> CUDA when available, else CPU; anything else as torch understands it."""
+    """ "auto" (or None) -> CUDA when available, else CPU; anything else as torch understands it.
+
+    An explicit CUDA device without CUDA is an error here, at load time: a GPU worker whose
+    torch does not match the node's driver must fail fast, not embed on the CPU or fail later.
+    """
     if device is None or (isinstance(device, str) and device == "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"model device {str(device)!r} but torch {torch.__version__} sees no CUDA (CUDA "
+            f"build: {torch.version.cuda or 'none'}): no GPU here, or a driver older than the "
+            "build; use device 'auto' or 'cpu' to run on the CPU"
+        )
+    return resolved
 
 
 class TorchBackend:

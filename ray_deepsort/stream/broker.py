@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 # Ray hands out worker ports from this range on a local node; a broker there can collide.
 _RAY_WORKER_PORTS = range(10002, 20000)
@@ -213,29 +214,48 @@ def admin_options(client_options: dict[str, object] | None) -> dict[str, object]
     return {key: value for key, value in (client_options or {}).items() if key in known}
 
 
-def create_topics(
+def admin_client(
     bootstrap_servers: str,
-    topics: dict[str, int],
     client_options: dict[str, object] | None = None,
     timeout_s: float = 10.0,
-) -> None:
-    """Create topics with chosen partition counts; topics that already exist are left alone.
+) -> Any:
+    """A kafka-python admin client with the security options it accepts."""
+    from kafka.admin import KafkaAdminClient
 
-    Create topics explicitly: the bundled broker auto-creates unknown topics with 4 partitions.
-    """
-    from kafka.admin import KafkaAdminClient, NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
-    admin = KafkaAdminClient(
+    return KafkaAdminClient(
         bootstrap_servers=bootstrap_servers,
         client_id="ray-deepsort-admin",
         request_timeout_ms=int(timeout_s * 1000),
         **admin_options(client_options),
     )
+
+
+def create_topics(
+    bootstrap_servers: str,
+    topics: dict[str, int],
+    client_options: dict[str, object] | None = None,
+    timeout_s: float = 10.0,
+    replication_factor: int = 1,
+    topic_configs: dict[str, dict[str, str]] | None = None,
+) -> None:
+    """Create topics with chosen partition counts (and per-topic configs such as
+    `max.message.bytes`); topics that already exist are left alone.
+
+    Create topics explicitly: the bundled broker auto-creates unknown topics with 4 partitions.
+    """
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = admin_client(bootstrap_servers, client_options, timeout_s)
     try:
         existing = set(admin.list_topics())
         new_topics = [
-            NewTopic(name=name, num_partitions=partitions, replication_factor=1)
+            NewTopic(
+                name=name,
+                num_partitions=partitions,
+                replication_factor=replication_factor,
+                topic_configs=(topic_configs or {}).get(name, {}),
+            )
             for name, partitions in topics.items()
             if name not in existing
         ]

@@ -112,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
     from ray_deepsort.pipeline.cluster import RayUnreachableError
     from ray_deepsort.pipeline.tracker_shard import CheckpointRestoreError
     from ray_deepsort.stream.job import run_stream_job
+    from ray_deepsort.stream.kafka_clients import TopicLimitError
 
     try:
         summary = run_stream_job(config, install_signal_handlers=True)
@@ -121,6 +122,9 @@ def run(args: argparse.Namespace) -> int:
     except CheckpointRestoreError as error:  # checkpoint.on_invalid = "fail"
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except TopicLimitError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(json.dumps({"summary": summary.to_dict()}, indent=2, sort_keys=True))
     return 0
 

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +45,18 @@ SECURITY_KEYS = frozenset(
     }
 )
 _SECRET_KEYS = frozenset({"ssl_password", "sasl_plain_password"})
+# `<key>_file`: the value is that file's content (Kubernetes mounts a Secret's keys as files), so
+# no secret has to be on a command line, where `ray job list` and the job log would show it.
+SECRET_FILE_KEYS = {
+    f"{key}_file": key for key in ("sasl_plain_username", "sasl_plain_password", "ssl_password")
+}
+# SASL mechanisms that log in with sasl_plain_username / sasl_plain_password.
+_PASSWORD_MECHANISMS = frozenset({"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"})
+# `${NAME}` in a [kafka.security] value: the driver's environment variable NAME.
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_MASK = "***"
+
+logger = logging.getLogger("ray_deepsort.stream")
 
 
 class ConfigError(ValueError):
@@ -63,6 +79,7 @@ class KafkaConfig:
     max_message_bytes: int = 16 * 1024 * 1024
     create_topics: bool = False
     topic_partitions: int = 4
+    topic_replication_factor: int = 1
     security: dict[str, Any] = field(default_factory=dict)
     consumer: dict[str, Any] = field(default_factory=dict)
     producer: dict[str, Any] = field(default_factory=dict)
@@ -188,15 +205,23 @@ class StreamConfig:
             raise ConfigError("kafka.results_topic must differ from the frames topics")
         if kafka.auto_offset_reset not in ("earliest", "latest"):
             raise ConfigError("kafka.auto_offset_reset must be 'earliest' or 'latest'")
+        servers = [part.strip() for part in kafka.bootstrap_servers.split(",")]
+        if not any(servers) or not all(servers):
+            raise ConfigError(
+                f"kafka.bootstrap_servers must list host:port addresses, got "
+                f"{kafka.bootstrap_servers!r} (an empty variable in the command line?)"
+            )
         unknown = set(kafka.security) - SECURITY_KEYS
         if unknown:
             raise ConfigError(
                 f"kafka.security has unknown key(s) {sorted(unknown)}; "
-                f"known: {sorted(SECURITY_KEYS)}"
+                f"known: {sorted(SECURITY_KEYS | set(SECRET_FILE_KEYS))}"
             )
+        _check_sasl_login(kafka.security)
         positive = {
             "kafka.max_message_bytes": kafka.max_message_bytes,
             "kafka.topic_partitions": kafka.topic_partitions,
+            "kafka.topic_replication_factor": kafka.topic_replication_factor,
             "batch.max_frames": self.batch.max_frames,
             "batch.max_embed_crops": self.batch.max_embed_crops,
             "batch.max_inflight_batches": self.batch.max_inflight_batches,
@@ -255,12 +280,15 @@ class StreamConfig:
         return self
 
     def to_dict(self, redact: bool = True) -> dict[str, Any]:
-        """Plain dict (for logs and summaries); passwords are masked unless `redact=False`."""
+        """Plain dict (for logs and summaries); secrets are masked unless `redact=False`: the
+        security passwords, and any key naming a password in the consumer/producer tables."""
         data = dataclasses.asdict(self)
         if redact:
-            security = data["kafka"]["security"]
-            for key in _SECRET_KEYS & set(security):
-                security[key] = "***"
+            for table in ("security", "consumer", "producer"):
+                options = data["kafka"][table]
+                for key in options:
+                    if key in _SECRET_KEYS or "password" in key:
+                        options[key] = _MASK
         return data
 
     def use_gpu_setting(self) -> str | bool:
@@ -300,10 +328,12 @@ def _coerce(section: str, key: str, value: Any, expected: Any) -> Any:
             raise ConfigError(f"{where} must be a table")
         if key == "security":
             # Secrets from the shell may look like numbers or booleans: keep them strings.
-            return {
-                k: v if k == "ssl_check_hostname" or isinstance(v, str) else str(v)
-                for k, v in value.items()
-            }
+            return resolve_secrets(
+                {
+                    k: v if k == "ssl_check_hostname" or isinstance(v, str) else str(v)
+                    for k, v in value.items()
+                }
+            )
         return dict(value)
     if isinstance(expected, bool):
         if not isinstance(value, bool):
@@ -330,6 +360,57 @@ def _coerce(section: str, key: str, value: Any, expected: Any) -> Any:
             raise ConfigError(f"{where} must be a string, got {value!r}")
         return value
     raise ConfigError(f"{where}: unsupported type")  # pragma: no cover
+
+
+def resolve_secrets(
+    security: Mapping[str, Any], environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """[kafka.security] with `${NAME}` replaced by environment variables and each `<key>_file`
+    (e.g. `sasl_plain_password_file`) replaced by `<key>` = the file's content (one trailing
+    newline dropped). Missing variables or unreadable files are `ConfigError`s that name the
+    variable or path, never a value."""
+    env = os.environ if environ is None else environ
+    resolved: dict[str, Any] = {}
+    for key, value in security.items():
+        if isinstance(value, str):
+            value = _expand_env(f"kafka.security.{key}", value, env)
+        if key not in SECRET_FILE_KEYS:
+            resolved[key] = value
+            continue
+        target = SECRET_FILE_KEYS[key]
+        if target in security:
+            raise ConfigError(f"kafka.security: set {target} or {key}, not both")
+        try:
+            resolved[target] = Path(value).read_text(encoding="utf-8").removesuffix("\n")
+        except (OSError, UnicodeDecodeError) as error:
+            reason = getattr(error, "strerror", None) or type(error).__name__
+            raise ConfigError(f"kafka.security.{key}: cannot read {value!r}: {reason}") from None
+    return resolved
+
+
+def _expand_env(where: str, value: str, env: Mapping[str, str]) -> str:
+    def variable(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in env:
+            raise ConfigError(f"{where}: environment variable {name} is not set")
+        return env[name]
+
+    return _ENV_REFERENCE.sub(variable, value)
+
+
+def _check_sasl_login(security: Mapping[str, Any]) -> None:
+    """SASL with a user/password mechanism needs both, non-empty (an empty secret or variable
+    would otherwise fail as a login error far from its cause)."""
+    protocol = str(security.get("security_protocol", "PLAINTEXT")).upper()
+    mechanism = str(security.get("sasl_mechanism", "PLAIN")).upper()
+    if not protocol.startswith("SASL") or mechanism not in _PASSWORD_MECHANISMS:
+        return
+    for key in ("sasl_plain_username", "sasl_plain_password"):
+        if not str(security.get(key) or "").strip():
+            raise ConfigError(
+                f"kafka.security.{key} is empty: {protocol} with {mechanism} needs it "
+                f'(set {key}_file to a mounted secret file, or {key} = "${{ENV_VAR}}")'
+            )
 
 
 def config_from_dict(data: dict[str, Any], base: StreamConfig | None = None) -> StreamConfig:
@@ -391,7 +472,18 @@ def load_config(
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"{path}: {error}") from None
     for override in overrides:
-        _merge(data, parse_override(override))
+        parsed = parse_override(override)
+        security = parsed.get("kafka", {}).get("security")
+        for key, value in security.items() if isinstance(security, dict) else ():
+            if key in _SECRET_KEYS and not _ENV_REFERENCE.search(str(value)):
+                logger.warning(
+                    "kafka.security.%s is on the command line, where `ray job list` and the job "
+                    "log show it: use %s_file (a mounted secret) or %s=${ENV_VAR} instead",
+                    key,
+                    key,
+                    key,
+                )
+        _merge(data, parsed)
     return config_from_dict(data).validate()
 
 

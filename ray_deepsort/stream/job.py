@@ -46,6 +46,7 @@ from ray_deepsort.stream.kafka_clients import (
     OffsetCommitter,
     PartitionHandoff,
     broker_answers,
+    check_topic_limits,
     create_job_topics,
     make_consumer,
     make_producer,
@@ -118,6 +119,7 @@ class StreamJob:
         started = time.monotonic()
         if cfg.kafka.create_topics:
             create_job_topics(cfg)
+        check_topic_limits(cfg)
         pool = self._start_actors()
         crashed = False
         try:
@@ -138,7 +140,7 @@ class StreamJob:
         """Plan the actors for this cluster and start them (failing fast when they cannot)."""
         import ray
 
-        from ray_deepsort.pipeline.actors import plan_actors, start_actors
+        from ray_deepsort.pipeline.actors import PlacementError, plan_actors, start_actors
 
         cfg = self.config
         plan = plan_actors(
@@ -151,6 +153,11 @@ class StreamJob:
             use_gpu=cfg.use_gpu_setting(),
         )
         logger.info("starting actors: %s", plan.describe())
+        if plan.num_embedders and not plan.use_gpu and cfg.model.device.startswith("cuda"):
+            raise PlacementError(
+                f"model.device is {cfg.model.device!r} but the embedders run on CPUs (the "
+                "cluster has no GPU, or actors.use_gpu is false); set model.device = 'auto'"
+            )
         model = cfg.model_choice(
             forward_batch_size(
                 cfg.model.forward_batch_size, plan.use_gpu, cfg.batch.max_embed_crops

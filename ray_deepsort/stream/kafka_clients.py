@@ -11,6 +11,8 @@
   the main thread has seen the new assignment it fences records of revoked or lost partitions.
 - Small helpers: `topic_partition`, `partition_of` (a result's source partition),
   `by_partition` (a stable order), `commit_offsets`, `broker_answers`, `create_job_topics`.
+- `check_topic_limits`: at start, each topic's `max.message.bytes` must hold what the job reads
+  and sends, else the job refuses to start (one oversized dead letter would crash-loop it).
 
 kafka-python is imported where a client is made or one of its errors is caught; only the
 listener's base class is needed at import time.
@@ -21,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +38,14 @@ if TYPE_CHECKING:
     from ray_deepsort.stream.summary import JobSummary
 
 logger = logging.getLogger("ray_deepsort.stream")
+
+# Room for a record's key, headers and batch framing beyond its value: the producer's
+# max_request_size, and what output topics must hold beyond kafka.max_message_bytes.
+RECORD_HEADROOM = 64 * 1024
+
+
+class TopicLimitError(RuntimeError):
+    """A topic's `max.message.bytes` is smaller than what the job reads or sends."""
 
 
 # ---------------------------------------------------------------------- partitions, offsets
@@ -104,7 +114,7 @@ def make_producer(config: StreamConfig) -> Any:
         "linger_ms": 5,
         "enable_idempotence": False,
         "max_in_flight_requests_per_connection": 1,
-        "max_request_size": kafka.max_message_bytes + 64 * 1024,
+        "max_request_size": kafka.max_message_bytes + RECORD_HEADROOM,
         **kafka.security,
         **kafka.producer,
     }
@@ -135,15 +145,91 @@ def broker_answers(consumer: Any, owned: set[Any], config: StreamConfig) -> bool
 
 
 def create_job_topics(config: StreamConfig) -> None:
-    """Create missing input, results and dead-letter topics (`kafka.create_topics`)."""
+    """Create missing input, results and dead-letter topics (`kafka.create_topics`), each with a
+    `max.message.bytes` that holds what the job reads or sends (`required_topic_bytes`)."""
     from ray_deepsort.stream.broker import create_topics
 
     kafka = config.kafka
-    topics = {name: kafka.topic_partitions for name in kafka.frames_topics}
+    required = required_topic_bytes(config)
+    create_topics(
+        kafka.bootstrap_servers,
+        {name: kafka.topic_partitions for name in required},
+        client_options=dict(kafka.security),
+        replication_factor=kafka.topic_replication_factor,
+        topic_configs={name: {"max.message.bytes": str(size)} for name, size in required.items()},
+    )
+
+
+def required_topic_bytes(config: StreamConfig) -> dict[str, int]:
+    """Topic -> the smallest `max.message.bytes` the job needs: frames topics hold frames up to
+    `kafka.max_message_bytes`; results and dead letters get what the job's producer may send
+    (a dead letter re-sends a frame of up to that size, plus key and headers)."""
+    kafka = config.kafka
+    sizes = {name: kafka.max_message_bytes for name in kafka.frames_topics}
     for name in (kafka.results_topic, kafka.dead_letter_topic):
         if name:
-            topics[name] = kafka.topic_partitions
-    create_topics(kafka.bootstrap_servers, topics, client_options=dict(kafka.security))
+            sizes[name] = kafka.max_message_bytes + RECORD_HEADROOM
+    return sizes
+
+
+def topic_limit_problems(
+    required: Mapping[str, int], limits: Mapping[str, int | None]
+) -> list[str]:
+    """One line per topic whose `max.message.bytes` (from `limits`) is below `required`."""
+    problems = []
+    for name, size in required.items():
+        limit = limits.get(name)
+        if limit is not None and limit < size:
+            problems.append(f"topic {name!r} has max.message.bytes={limit}, the job needs {size}")
+    return problems
+
+
+def read_topic_limits(admin: Any, topics: Iterable[str]) -> dict[str, int | None]:
+    """Each topic's `max.message.bytes` from the broker (None: not reported)."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    names = list(topics)
+    described = admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, name) for name in names], config_filter="all"
+    )
+    limits: dict[str, int | None] = {}
+    for name in names:
+        entry = described.get("topic", {}).get(name, {}).get("max.message.bytes")
+        value = entry.get("value") if isinstance(entry, dict) else entry
+        limits[name] = int(value) if value not in (None, "") else None
+    return limits
+
+
+def check_topic_limits(config: StreamConfig, admin: Any | None = None) -> None:
+    """Refuse to start (`TopicLimitError`) when a topic cannot hold what the job reads or
+    sends; a topic whose limit the broker does not report is logged, not refused."""
+    from kafka.errors import KafkaError
+
+    from ray_deepsort.stream.broker import admin_client
+
+    kafka = config.kafka
+    required = required_topic_bytes(config)
+    try:
+        client = (
+            admin if admin is not None else admin_client(kafka.bootstrap_servers, kafka.security)
+        )
+        try:
+            limits = read_topic_limits(client, required)
+        finally:
+            if admin is None:
+                client.close()
+    except KafkaError as error:  # broker down (the consumer waits for it) or no DescribeConfigs
+        logger.warning("cannot read the topics' max.message.bytes (%s): not checked", error)
+        return
+    unknown = sorted(name for name in required if limits.get(name) is None)
+    if unknown:
+        logger.warning("max.message.bytes not reported for %s: not checked", unknown)
+    problems = topic_limit_problems(required, limits)
+    if problems:
+        raise TopicLimitError(
+            "; ".join(problems) + ". Raise the topics' max.message.bytes (KafkaTopic "
+            "spec.config) or lower kafka.max_message_bytes"
+        )
 
 
 # ---------------------------------------------------------------------- commits

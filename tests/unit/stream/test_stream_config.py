@@ -50,6 +50,7 @@ def test_overrides_are_typed_and_nested() -> None:
             "kafka.bootstrap_servers=broker-1:9093,broker-2:9093",
             'kafka.frames_topics=["a", "b"]',
             "kafka.security.security_protocol=SASL_SSL",
+            "kafka.security.sasl_plain_username=tracker",
             "kafka.security.sasl_plain_password=secret",
             "actors.embedder_num_cpus=2",
             "actors.use_gpu=false",
@@ -61,6 +62,7 @@ def test_overrides_are_typed_and_nested() -> None:
     assert config.kafka.frames_topics == ["a", "b"]
     assert config.kafka.security == {
         "security_protocol": "SASL_SSL",
+        "sasl_plain_username": "tracker",
         "sasl_plain_password": "secret",
     }
     assert config.actors.embedder_num_cpus == 2.0 and config.use_gpu_setting() is False
@@ -401,6 +403,7 @@ def test_stream_job_gives_shards_the_resolved_gate(
 
     from ray_deepsort.pipeline import actors
     from ray_deepsort.reid.known_models import KNOWN_MODELS
+    from ray_deepsort.stream import job as stream_job
     from ray_deepsort.stream.job import StreamJob
 
     started: dict[str, object] = {}
@@ -411,6 +414,7 @@ def test_stream_job_gives_shards_the_resolved_gate(
 
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0})
     monkeypatch.setattr(actors, "start_actors", start_actors)
+    monkeypatch.setattr(stream_job, "check_topic_limits", lambda _: None)  # no broker here
     config = load_config(
         DEFAULT_TOML, ['model.name=""', f"model.path={str(XML_0288)!r}", *overrides]
     )
