@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import collections
 import json
+import shutil
+import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,3 +150,23 @@ def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 60.0
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:g}s waiting until {what}")
         time.sleep(0.05)
+
+
+def ray_cli() -> str:
+    """The `ray` command of this venv (the job's `python` must have the project installed)."""
+    candidate = Path(sys.executable).with_name("ray")
+    return str(candidate) if candidate.exists() else shutil.which("ray") or "ray"
+
+
+def wait_for_dashboard(url: str, timeout_s: float) -> None:
+    """Until a Ray head's dashboard answers (401 without the auth token counts as up)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/api/version", timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(1)
+    raise TimeoutError(f"Ray dashboard at {url} did not come up in {timeout_s}s")

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from stream_support import Topics
+from stream_support import Topics, ray_cli, wait_for_dashboard
 
 from ray_deepsort.pipeline.parquet import ParquetResultWriter
 from ray_deepsort.stream.broker import LocalBroker, free_port
@@ -64,27 +64,6 @@ class LaptopHead:
     env: dict[str, str]
     url: str
     commands: list[str]  # the README's commands after `ray start`
-
-
-def _ray_cli() -> str:
-    candidate = Path(sys.executable).with_name("ray")
-    return str(candidate) if candidate.exists() else shutil.which("ray") or "ray"
-
-
-def _wait_for_dashboard(url: str, timeout_s: float) -> None:
-    import urllib.error
-    import urllib.request
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/api/version", timeout=2):
-                return
-        except urllib.error.HTTPError:
-            return  # it answers (401 without the token): it is up
-        except OSError:
-            time.sleep(1)
-    raise TimeoutError(f"Ray dashboard at {url} did not come up in {timeout_s}s")
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +100,7 @@ def laptop_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaptopHead
     ]
     argv = shlex.split(start)
     head = subprocess.Popen(
-        [_ray_cli(), *argv[1:], *private],
+        [ray_cli(), *argv[1:], *private],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -129,7 +108,7 @@ def laptop_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaptopHead
     )
     url = f"http://127.0.0.1:{dashboard_port}"
     try:
-        _wait_for_dashboard(url, 120)
+        wait_for_dashboard(url, 120)
         yield LaptopHead(env, url, rest)
     finally:
         os.killpg(head.pid, signal.SIGTERM)

@@ -16,12 +16,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
-from stream_support import Topics
+from stream_support import Topics, ray_cli, wait_for_dashboard
 
 from ray_deepsort.pipeline.parquet import ParquetResultWriter
 from ray_deepsort.stream.broker import LocalBroker, free_port
@@ -40,24 +38,6 @@ pytestmark = [
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _ray_cli() -> str:
-    candidate = Path(sys.executable).with_name("ray")
-    return str(candidate) if candidate.exists() else shutil.which("ray") or "ray"
-
-
-def _wait_for_dashboard(url: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/api/version", timeout=2):
-                return
-        except urllib.error.HTTPError:
-            return  # it answers (401 without the auth token): it is up
-        except OSError:
-            time.sleep(1)
-    raise TimeoutError(f"Ray dashboard at {url} did not come up in {timeout_s}s")
-
-
 def test_ray_job_submit(broker: LocalBroker, topics: Topics, tmp_path: Path) -> None:
     # As from an activated virtualenv: the job's `python` must be the one that has the deps.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
@@ -69,7 +49,7 @@ def test_ray_job_submit(broker: LocalBroker, topics: Topics, tmp_path: Path) -> 
     temp_dir = tempfile.mkdtemp(prefix="rd-head-", dir="/tmp")
     head = subprocess.Popen(
         [
-            _ray_cli(),
+            ray_cli(),
             "start",
             "--head",
             "--block",
@@ -93,7 +73,7 @@ def test_ray_job_submit(broker: LocalBroker, topics: Topics, tmp_path: Path) -> 
     )
     url = f"http://127.0.0.1:{dashboard_port}"
     try:
-        _wait_for_dashboard(url, 120)
+        wait_for_dashboard(url, 120)
         _, frames = synthetic_frames(
             2, 40, objects=10, width=480, height=270, image_format="none", embeddings="identity"
         )
@@ -101,7 +81,7 @@ def test_ray_job_submit(broker: LocalBroker, topics: Topics, tmp_path: Path) -> 
             publish(frames, publisher, partitions={"cam0": 0, "cam1": 1})
         output = tmp_path / "out"
         command = [
-            _ray_cli(),
+            ray_cli(),
             "job",
             "submit",
             f"--address={url}",
