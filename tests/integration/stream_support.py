@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import shutil
 import sys
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from ray_deepsort.core import DeepSORTTracker, Detections
 from ray_deepsort.pipeline.parquet import ParquetResultWriter
@@ -150,6 +152,13 @@ def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 60.0
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:g}s waiting until {what}")
         time.sleep(0.05)
+
+
+# Tests that start their own `ray start --head` (about a minute each): in CI, or when asked.
+starts_a_ray_head = pytest.mark.skipif(
+    not (os.environ.get("RAY_DEEPSORT_TEST_JOB_SUBMIT") == "1" or os.environ.get("CI") == "true"),
+    reason="set RAY_DEEPSORT_TEST_JOB_SUBMIT=1 (or CI=true) to start a Ray head",
+)
 
 
 def ray_cli() -> str:

@@ -19,21 +19,13 @@ import time
 from pathlib import Path
 
 import pytest
-from stream_support import Topics, ray_cli, wait_for_dashboard
+from stream_support import Topics, ray_cli, starts_a_ray_head, wait_for_dashboard
 
 from ray_deepsort.pipeline.parquet import ParquetResultWriter
 from ray_deepsort.stream.broker import LocalBroker, free_port
 from ray_deepsort.stream.publish import FramePublisher, publish, synthetic_frames
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        not (
-            os.environ.get("RAY_DEEPSORT_TEST_JOB_SUBMIT") == "1" or os.environ.get("CI") == "true"
-        ),
-        reason="set RAY_DEEPSORT_TEST_JOB_SUBMIT=1 (or CI=true) to start a Ray head",
-    ),
-]
+pytestmark = [pytest.mark.integration, starts_a_ray_head]
 
 ROOT = Path(__file__).resolve().parents[2]
 
