@@ -54,6 +54,8 @@ class ActorPlan:
     embedder_num_gpus: float
     num_shards: int
     shard_num_cpus: float
+    ingest_workers: int = 0  # the stream job's ingest worker actors (planned here, started there)
+    ingest_num_cpus: float = 0.0
 
     def describe(self) -> str:
         if self.num_embedders:
@@ -66,7 +68,10 @@ class ActorPlan:
             embedders = "0 embedders (no ReID)"
         if not self.num_shards:
             return f"{embedders}, no tracker shards"
-        return f"{embedders}, {self.num_shards} tracker shard(s) x {self.shard_num_cpus:g} CPU"
+        described = f"{embedders}, {self.num_shards} tracker shard(s) x {self.shard_num_cpus:g} CPU"
+        if self.ingest_workers:
+            described += f", {self.ingest_workers} ingest worker(s) x {self.ingest_num_cpus:g} CPU"
+        return described
 
 
 def plan_actors(
@@ -78,12 +83,15 @@ def plan_actors(
     embedder_num_cpus: float = 1.0,
     shard_num_cpus: float = 0.5,
     use_gpu: str | bool = "auto",
+    ingest_workers: int = 0,
+    ingest_num_cpus: float = 0.0,
 ) -> ActorPlan:
     """Choose embedder placement from the cluster's resources and check that everything fits.
 
     `num_embedders=0` means one per GPU, or a single CPU embedder on a cluster without GPUs.
     `num_shards=0` plans no tracker shards (the archive tracks inside its video workers).
     `use_gpu`: "auto" (GPUs when the cluster has any), True (require them) or False (CPU only).
+    `ingest_workers` x `ingest_num_cpus` count towards the CPUs needed (the stream job's).
     """
     if num_shards < 0:
         raise PlacementError(f"num_shards must be >= 0, got {num_shards}")
@@ -104,12 +112,19 @@ def plan_actors(
         embedder_num_gpus=1.0 if gpu and embedders > 0 else 0.0,
         num_shards=num_shards,
         shard_num_cpus=shard_num_cpus,
+        ingest_workers=ingest_workers,
+        ingest_num_cpus=ingest_num_cpus,
     )
-    needed = embedders * embedder_num_cpus + num_shards * shard_num_cpus
+    needed = (
+        embedders * embedder_num_cpus
+        + num_shards * shard_num_cpus
+        + ingest_workers * ingest_num_cpus
+    )
     if needed > cpus + 1e-9:
         raise PlacementError(
             f"{plan.describe()} need {needed:g} CPUs, the cluster has {cpus:g}: lower "
-            "actors.num_shards / actors.shard_num_cpus / actors.embedder_num_cpus or add nodes"
+            "actors.num_shards / actors.shard_num_cpus / actors.embedder_num_cpus / "
+            "actors.ingest_num_cpus or add nodes"
         )
     return plan
 
@@ -196,6 +211,9 @@ class TrackerShardActor:
 
     def drop_streams(self, stream_ids: list[str]) -> int:
         return self.shard.drop_streams(stream_ids)
+
+    def drop_partitions(self, partitions: list[tuple[str, int]]) -> int:
+        return self.shard.drop_partitions(partitions)
 
     def state_dict(self, incarnation: str, stream_ids: list[str] | None = None) -> dict[str, Any]:
         self._check(incarnation)

@@ -29,3 +29,13 @@ def drop_streams(shards: Sequence[Any], stream_ids: Iterable[str]) -> int:
     for shard, owned in by_shard.items():
         shards[shard].drop_streams.remote(owned)
     return sum(map(len, by_shard.values()))
+
+
+def drop_partitions(shards: Sequence[Any], partitions: Iterable[tuple[str, int]]) -> None:
+    """Tell every tracker shard actor to forget the streams last seen in `partitions`
+    ((topic, partition) pairs). Calls from one caller run in order, so frames this caller sends
+    afterwards meet no stale state."""
+    named = sorted(partitions)
+    if named:
+        for shard in shards:
+            shard.drop_partitions.remote(named)

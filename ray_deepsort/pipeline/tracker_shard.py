@@ -89,6 +89,7 @@ class TrackerShard:
         self.registry = TrackerRegistry(tracker_params)
         self.checkpoints = CheckpointStore(checkpoint_root, fsync) if checkpoint_root else None
         self.restored_through: dict[str, tuple[str, int, int]] = {}  # stream -> checkpoint pos
+        self.partition_of: dict[str, tuple[str, int]] = {}  # stream -> (topic, partition) last
         self.frames_tracked = 0
         self.frames_skipped = 0
 
@@ -106,6 +107,10 @@ class TrackerShard:
                 raise ValueError(
                     f"stream {request.stream_id!r} belongs to shard {owner}, not {self.shard_index}"
                 )
+            self.partition_of[request.stream_id] = (
+                request.position.source,
+                request.position.partition,
+            )
             if request.restore:
                 self._restore(request)
             if self._already_included(request):
@@ -230,7 +235,18 @@ class TrackerShard:
         self.registry.drop(known)
         for stream_id in stream_ids:
             self.restored_through.pop(stream_id, None)
+            self.partition_of.pop(stream_id, None)
         return len(known)
+
+    def drop_partitions(self, partitions: Sequence[tuple[str, int]]) -> int:
+        """Forget every stream whose last frame came from one of `partitions` (topic,
+        partition): a new owner takes them over. An owner that stopped cleanly dropped them
+        already; one that died could not, and its state may be ahead of the committed offset
+        the new owner replays from."""
+        gone = set(partitions)
+        return self.drop_streams(
+            [stream_id for stream_id, source in self.partition_of.items() if source in gone]
+        )
 
     def state_dict(self, stream_ids: list[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
         """States of all streams, or of `stream_ids` (those it holds)."""

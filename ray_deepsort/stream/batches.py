@@ -280,7 +280,7 @@ class BatchWindow:
                     )
                 )
                 slots[i] = (request_id, position)
-            refs.append(self.pool.embedders[embedder].embed.remote(items))
+            refs.append(self.pool.embedders[embedder].embed_coalesced.remote(items))
             heapq.heappush(load, (busy + crops[request_id], embedder))
             self.embed_requests += 1
             self.embed_crops += crops[request_id]

@@ -25,6 +25,7 @@ _FLAG_KEYS: dict[str, tuple[str, bool]] = {
     "model_path": ("model.path", True),
     "model_backend": ("model.backend", True),
     "shards": ("actors.num_shards", False),
+    "ingest_workers": ("actors.ingest_workers", False),
     "embedders": ("actors.num_embedders", False),
     "max_batch_frames": ("batch.max_frames", False),
     "max_wait_ms": ("batch.max_wait_ms", False),
@@ -54,6 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", help="output.path (directory or s3://... URI)")
     add_model_arguments(parser)  # model.name, model.path, model.backend
     parser.add_argument("--shards", type=int, help="actors.num_shards")
+    parser.add_argument(
+        "--ingest-workers", type=int, help="actors.ingest_workers (consumers of the group)"
+    )
     parser.add_argument("--embedders", type=int, help="actors.num_embedders (0 = auto)")
     parser.add_argument("--max-batch-frames", type=int, help="batch.max_frames")
     parser.add_argument("--max-wait-ms", type=int, help="batch.max_wait_ms")

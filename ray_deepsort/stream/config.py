@@ -127,10 +127,12 @@ class BatchConfig:
 @dataclass
 class ActorsConfig:
     num_shards: int = 2
+    ingest_workers: int = 1
     num_embedders: int = 0
     use_gpu: str = "auto"
     embedder_num_cpus: float = 1.0
     shard_num_cpus: float = 0.5
+    ingest_num_cpus: float = 0.0
     start_timeout_s: float = 300.0
 
 
@@ -226,6 +228,7 @@ class StreamConfig:
             "batch.max_embed_crops": self.batch.max_embed_crops,
             "batch.max_inflight_batches": self.batch.max_inflight_batches,
             "actors.num_shards": self.actors.num_shards,
+            "actors.ingest_workers": self.actors.ingest_workers,
             "actors.start_timeout_s": self.actors.start_timeout_s,
             "checkpoint.every_batches": self.checkpoint.every_batches,
             "job.request_timeout_s": self.job.request_timeout_s,
@@ -243,6 +246,7 @@ class StreamConfig:
             "actors.num_embedders": self.actors.num_embedders,
             "actors.embedder_num_cpus": self.actors.embedder_num_cpus,
             "actors.shard_num_cpus": self.actors.shard_num_cpus,
+            "actors.ingest_num_cpus": self.actors.ingest_num_cpus,
             "job.commit_interval_s": self.job.commit_interval_s,
             "job.progress_interval_s": self.job.progress_interval_s,
             "job.max_idle_s": self.job.max_idle_s,

@@ -1,82 +1,72 @@
-"""The stream job driver: Kafka frames -> Ray embedders, tracker shards -> Parquet, results topic.
+"""The stream job driver: plans and starts the actors, supervises the ingest workers, reports.
 
-One kafka-python consumer (consumer group, manual commits) polls micro-batches. At most
-`batch.max_inflight_batches` batches are in flight: when the window is full the driver waits
-instead of polling (back-pressure). Batches finish in order: Parquet files are written
-atomically, results and dead letters are produced and flushed, and only then are the batch's
-offsets committed. A replay after a crash therefore starts at the first uncommitted frame and
-rewrites the same Parquet files (deterministic names; uncommitted leftovers are deleted when a
-partition is assigned), so the output holds every frame exactly once.
+The driver touches no frame. It starts one shared pool of embedders (coalescing requests from
+every ingest worker into shared batches) and tracker shards (keyed by stream), then
+`actors.ingest_workers` ingest worker actors (`ingest.IngestWorkerActor`), each a consumer of
+the job's group that owns the partitions assigned to it, from poll to commit (`worker.py`).
 
-`StreamJob` only orchestrates; each concern is a piece with a small interface:
-
-- `batches.BatchWindow`: decodes and validates records (bad ones become dead letters), groups
-  embed requests, sends each tracker shard its frames, and hands batches back in order.
-- `sink.ResultSink`: Parquet files, results topic, dead letters, produce retries.
-- `ledger.PartitionLedger`: each partition's position (owned, next offset, pending and committed
-  offsets); `partitions.PartitionAssignments` applies assignment changes to it.
-- `kafka_clients`: the clients, `OffsetCommitter` (commits with backoff) and `PartitionHandoff`
-  (the rebalance listener: before partitions are revoked the batches in flight are finished and
-  committed, so the next owner starts exactly there).
-- `snapshots.CheckpointCoordinator` (tracker-state checkpoints) and `progress` (progress lines,
-  metrics, and when idling stops the job).
-
-Broker outages are waited out: produce and commit are retried with backoff (`stream.retry`),
-idling does not count while the broker does not answer, and when a broker lost its committed
-offsets (restarted without storage) this job's own offsets win (docs/streaming.md).
+Supervising: every `STATUS_INTERVAL_S` the driver reads each worker's summary and merges them
+(`summary.merge`). It stops every worker when one of them stops by itself (a
+`job.stop_after_batches`), when a stop is requested (SIGTERM, `ray job stop`), when
+`job.expected_frames` records are committed, or when every worker that had partitions is idle
+for `job.max_idle_s`. A worker that dies (its process, its node) is replaced: the group gives
+its partitions to the other workers meanwhile, and whoever takes a partition over restores it
+from the checkpoint and the committed offset, as in any rebalance. A worker that fails (a
+checkpoint it cannot restore, a simulated crash) stops the job with that error.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ray_deepsort.pipeline.embedder import forward_batch_size, tracker_params_with_gate
 from ray_deepsort.pipeline.tracker_shard import CheckpointRestoreError, checkpoint_restore_error
-from ray_deepsort.pipeline.types import ShardOutput
-from ray_deepsort.stream.batches import Batch, BatchWindow, RayCalls, first_offsets
 from ray_deepsort.stream.config import StreamConfig
 from ray_deepsort.stream.kafka_clients import (
     ClientFactories,
-    OffsetCommitter,
-    PartitionHandoff,
-    broker_answers,
     check_topic_limits,
     create_job_topics,
     make_consumer,
     make_producer,
 )
-from ray_deepsort.stream.ledger import PartitionLedger
-from ray_deepsort.stream.metrics import JobMetrics
-from ray_deepsort.stream.partitions import PartitionAssignments
-from ray_deepsort.stream.progress import IdleWatch, JobProgress, consumer_lag
-from ray_deepsort.stream.sink import ResultSink
-from ray_deepsort.stream.snapshots import CheckpointCoordinator
-from ray_deepsort.stream.summary import JobSummary
+from ray_deepsort.stream.latency import describe, difference
+from ray_deepsort.stream.summary import JobSummary, merge
+from ray_deepsort.stream.worker import MAX_STALLED_RECOVERIES, SimulatedCrash
 
 if TYPE_CHECKING:
     from ray_deepsort.pipeline.actors import JobActors
 
+__all__ = ["SimulatedCrash", "StreamJob", "run_stream_job"]
+
 logger = logging.getLogger("ray_deepsort.stream")
 
-# Recoveries in a row without a new frame written before the job gives up (a frame that kills
-# its shard every time would otherwise be replayed forever).
-MAX_STALLED_RECOVERIES = 5
+STATUS_INTERVAL_S = 0.25  # how often the driver reads the workers' summaries
+STOP_TIMEOUT_S = 600.0  # how long stopping workers may take to drain and commit
 
 
-class SimulatedCrash(RuntimeError):
-    """Raised by `job.fail_after_batches` (rehearsing a crash between sink writes and commit)."""
+@dataclass
+class IngestWorker:
+    """One started ingest worker actor: its handle, its `run` call and its last report."""
+
+    index: int
+    actor: Any
+    run_ref: Any
+    report: JobSummary
+    idle: bool = False
+    ended: bool = False
 
 
 class StreamJob:
     """Runs the stream job on the Ray cluster this process is connected to (`ray.init` first).
 
-    `consumer_factory` / `producer_factory` exist for tests that need to wrap the clients.
+    `consumer_factory` / `producer_factory` (tests that wrap the clients) travel to the ingest
+    workers, so they must pickle.
     """
 
     def __init__(
@@ -87,14 +77,23 @@ class StreamJob:
         producer_factory: Callable[[StreamConfig], Any] | None = None,
     ) -> None:
         self.config = config.validate()
-        self._factories = ClientFactories(
-            consumer_factory or make_consumer, producer_factory or make_producer
+        self._factories = (
+            None
+            if consumer_factory is None and producer_factory is None
+            else ClientFactories(
+                consumer_factory or make_consumer, producer_factory or make_producer
+            )
         )
         self._stop = threading.Event()
         self.summary = JobSummary(output_path=config.output.path)
+        self.workers: list[IngestWorker] = []  # every start, dead and stopped ones included
+        self.stopping = ""  # the stop reason once the workers were told to stop
+        self._done_at_death = -1  # records done when the last worker died
+        self._logged = (time.monotonic(), 0, dict[str, int]())  # at, frames, latency counts
+        self._stalled_deaths = 0  # worker deaths in a row without a record committed
 
     def request_stop(self) -> None:
-        """Finish the batches in flight, commit, and return from `run` (thread- and signal-safe)."""
+        """Stop every worker after its batches in flight (thread- and signal-safe)."""
         self._stop.set()
 
     def install_signal_handlers(self) -> None:
@@ -103,44 +102,36 @@ class StreamJob:
             signal.signal(signum, lambda *_: self.request_stop())
 
     @property
-    def owned(self) -> set[Any]:
-        """The partitions this job processes now."""
-        return self.ledger.owned
-
-    @property
-    def inflight(self) -> collections.deque[Batch]:
-        """The batches submitted and not finished yet, oldest first."""
-        return self.batches.inflight
+    def running(self) -> list[IngestWorker]:
+        """The ingest workers whose `run` has not ended."""
+        return [worker for worker in self.workers if not worker.ended]
 
     # ------------------------------------------------------------------ run
     def run(self) -> JobSummary:
-        """Start the actors, process until stopped (or failed), close; the run's summary."""
+        """Start the actors, supervise until stopped (or failed), kill the actors; the summary."""
         cfg = self.config
         started = time.monotonic()
         if cfg.kafka.create_topics:
             create_job_topics(cfg)
         check_topic_limits(cfg)
-        pool = self._start_actors()
-        crashed = False
+        self.pool = self._start_actors()
         try:
-            self.open(pool)
-            self.run_until_stopped()
-            logger.info("stopped (%s): %s", self.summary.stop_reason, self._progress_line())
-        except SimulatedCrash:
-            crashed = True
-            self.summary.stop_reason = "simulated crash"
-            raise
+            for index in range(cfg.actors.ingest_workers):
+                self._start_worker(index)
+            self._supervise()
         finally:
-            self.close(crashed)
-            if hasattr(self, "progress"):  # else `open` failed at once
-                self.progress.summarize(time.monotonic() - started)
+            self._close()
+            self._finish_summary(time.monotonic() - started)
+        logger.info("stopped (%s): %s", self.summary.stop_reason, self._line())
         return self.summary
 
     def _start_actors(self) -> JobActors:
-        """Plan the actors for this cluster and start them (failing fast when they cannot)."""
+        """Plan the actors for this cluster and start the shared pool (failing fast when it
+        cannot)."""
         import ray
 
         from ray_deepsort.pipeline.actors import PlacementError, plan_actors, start_actors
+        from ray_deepsort.pipeline.coalesce import CoalescingEmbedderActor
 
         cfg = self.config
         plan = plan_actors(
@@ -151,6 +142,8 @@ class StreamJob:
             embedder_num_cpus=cfg.actors.embedder_num_cpus,
             shard_num_cpus=cfg.actors.shard_num_cpus,
             use_gpu=cfg.use_gpu_setting(),
+            ingest_workers=cfg.actors.ingest_workers,
+            ingest_num_cpus=cfg.actors.ingest_num_cpus,
         )
         logger.info("starting actors: %s", plan.describe())
         if plan.num_embedders and not plan.use_gpu and cfg.model.device.startswith("cuda"):
@@ -158,11 +151,10 @@ class StreamJob:
                 f"model.device is {cfg.model.device!r} but the embedders run on CPUs (the "
                 "cluster has no GPU, or actors.use_gpu is false); set model.device = 'auto'"
             )
-        model = cfg.model_choice(
-            forward_batch_size(
-                cfg.model.forward_batch_size, plan.use_gpu, cfg.batch.max_embed_crops
-            )
+        batch_size = forward_batch_size(
+            cfg.model.forward_batch_size, plan.use_gpu, cfg.batch.max_embed_crops
         )
+        model = cfg.model_choice(batch_size)
         # Shards get precomputed embeddings, never the model: the gate is resolved here, once.
         tracker_params, gate = tracker_params_with_gate(
             cfg.tracker.params(), model if cfg.reid_enabled else None
@@ -173,277 +165,212 @@ class StreamJob:
             model,
             tracker_params,
             cfg.actors.start_timeout_s,
+            # Requests of every ingest worker that arrive while the model is busy run together.
+            embedder_class=CoalescingEmbedderActor,
+            embedder_kwargs={
+                "max_batch_crops": max(batch_size, cfg.batch.max_embed_crops),
+                "max_wait_ms": 0.0,
+            },
             checkpoint_root=cfg.output.path if cfg.checkpoint.enabled else None,
             fsync=cfg.output.fsync,
             on_invalid=cfg.checkpoint.on_invalid,
         )
         self.summary.actors = plan.describe()
+        self.summary.ingest_workers = cfg.actors.ingest_workers
         return pool
 
-    def open(self, pool: JobActors, ray_calls: RayCalls | None = None) -> None:
-        """Build the run's pieces around started actors and subscribe (`run` does it; unit tests
-        pass fake actors and `ray_calls`). `close` undoes it."""
-        cfg, summary = self.config, self.summary
-        ray_calls = ray_calls or RayCalls()
-        self.pool = pool
-        self.progress = JobProgress(
-            cfg, summary, JobMetrics(cfg.job.metrics, {"group": cfg.kafka.group_id})
-        )
-        self.checkpoint = CheckpointCoordinator(cfg, pool, summary, get=ray_calls.get)
-        self.sink = ResultSink(cfg, self._factories.producer, summary, self.progress.metrics)
-        self.consumer = self._factories.consumer(cfg)
-        self.ledger = PartitionLedger()
-        self.batches = BatchWindow(cfg, pool, self.checkpoint, self.ledger, ray_calls)
-        self.idle = IdleWatch(
-            cfg.job.max_idle_s, lambda: broker_answers(self.consumer, self.ledger.owned, cfg)
-        )
-        self.committer = OffsetCommitter(
-            self.consumer, self.ledger, cfg, summary, self.checkpoint.write_snapshot
-        )
-        self.listener = PartitionHandoff(self.committer, self._hand_off, self.idle.reset)
-        self.partitions = PartitionAssignments(
-            cfg,
-            self.consumer,
-            self.listener,
-            self.ledger,
-            self.batches,
-            self.checkpoint,
-            self.sink,
-            pool,
-            summary,
-            self.idle,
-        )
-        self.consumer.subscribe(cfg.kafka.frames_topics, listener=self.listener)
+    def _start_worker(self, index: int) -> IngestWorker:
+        """Start ingest worker `index` (again, after one died) and its `run` on the pool."""
+        import ray
 
-    def close(self, crashed: bool) -> None:
-        """Close the clients and kill the actors; after a crash the producer does not wait."""
-        closers: list[Callable[[], Any]] = []
-        if hasattr(self, "consumer"):
-            if hasattr(self, "listener"):
-                # Closing calls on_partitions_revoked: everything that may be committed is.
-                self.listener.enabled = False
-            closers.append(lambda: self.consumer.close(autocommit=False))
-        if hasattr(self, "sink"):
-            closers.append(lambda: self.sink.close(crashed))
-        closers.append(self.pool.kill)
-        for closer in closers:
+        from ray_deepsort.stream.ingest import IngestWorkerActor, ingest_actor_options
+
+        actor = (
+            ray.remote(IngestWorkerActor)
+            .options(**ingest_actor_options(self.config))
+            .remote(self.config, index, logger.getEffectiveLevel(), self._factories)
+        )
+        worker = IngestWorker(index, actor, actor.run.remote(self.pool), JobSummary())
+        self.workers.append(worker)
+        return worker
+
+    # ------------------------------------------------------------------ supervise
+    def _supervise(self) -> None:
+        """Wait for the workers, read their summaries, stop them when it is time, replace the
+        dead ones; returns once every worker has stopped."""
+        import ray
+
+        while self.running:
+            refs = {worker.run_ref: worker for worker in self.running}
+            ended, _ = ray.wait(list(refs), num_returns=len(refs), timeout=STATUS_INTERVAL_S)
+            for ref in ended:
+                self._ended(refs[ref])
+            self._refresh()
+            self._maybe_log()
+            if not self.stopping:
+                reason = self._stop_reason()
+                if reason:
+                    self._stop_workers(reason)
+
+    def _ended(self, worker: IngestWorker) -> None:
+        """A worker's `run` returned (it stopped), failed, or its actor died."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        worker.ended = True
+        worker.report.owned = []  # stopped or dead: the group takes its partitions back
+        try:
+            worker.report = JobSummary.from_dict(ray.get(worker.run_ref))
+        except RayActorError as error:
+            if self.stopping:
+                return
+            self._replace(worker, error)
+            return
+        except Exception as error:
+            self._last_report(worker)
+            self._fail(worker, error)
+        if not self.stopping:  # it stopped by itself (job.stop_after_batches)
+            self._stop_workers(worker.report.stop_reason or "an ingest worker stopped")
+
+    def _replace(self, worker: IngestWorker, error: BaseException) -> None:
+        """Start a new worker in place of a dead one (giving up when deaths make no progress)."""
+        self.summary.ingest_restarts += 1
+        done = self.summary.records_done()
+        self._stalled_deaths = self._stalled_deaths + 1 if done == self._done_at_death else 1
+        self._done_at_death = done
+        logger.warning(
+            "ingest worker %d died (%s); starting a new one (its partitions go to the other "
+            "workers meanwhile)",
+            worker.index,
+            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__,
+        )
+        if self._stalled_deaths > MAX_STALLED_RECOVERIES:
+            raise RuntimeError(
+                f"ingest workers died {self._stalled_deaths} times in a row without a record "
+                "committed; giving up"
+            ) from error
+        self._start_worker(worker.index)
+
+    def _fail(self, worker: IngestWorker, error: BaseException) -> None:
+        """A worker failed: stop the others (their work in flight is committed) and raise."""
+        self.summary.stop_reason = (
+            "simulated crash" if isinstance(error, SimulatedCrash) else "ingest worker failed"
+        )
+        self._stop_workers(self.summary.stop_reason, wait=True)
+        restore_error = checkpoint_restore_error(error)
+        if restore_error is not None:
+            self.summary.stop_reason = "checkpoint cannot be restored"
+            raise CheckpointRestoreError(str(restore_error)) from None
+        raise error
+
+    @staticmethod
+    def _last_report(worker: IngestWorker) -> None:
+        """The summary of a worker whose `run` raised (its actor lives on)."""
+        import ray
+
+        try:
+            report, _ = ray.get(worker.actor.status.remote(), timeout=STATUS_INTERVAL_S * 20)
+            worker.report = JobSummary.from_dict(report)
+        except Exception as error:  # keep the last report
+            logger.warning("no last summary from ingest worker %d: %s", worker.index, error)
+
+    def _refresh(self) -> None:
+        """Read every running worker's summary and merge all of them into `summary`."""
+        import ray
+
+        running = self.running
+        refs = {worker.actor.status.remote(): worker for worker in running}
+        answered, _ = ray.wait(list(refs), num_returns=len(refs), timeout=STATUS_INTERVAL_S)
+        for ref in answered:
             try:
-                closer()
+                report, idle = ray.get(ref)
+            except Exception:  # dying: its `run` call tells the driver
+                continue
+            refs[ref].report, refs[ref].idle = JobSummary.from_dict(report), bool(idle)
+        merge(self.summary, [worker.report for worker in self.workers])
+
+    def _maybe_log(self) -> None:
+        """The job's progress line every `job.progress_interval_s`: rates and latency
+        percentiles over the last interval, counts since the start."""
+        interval = self.config.job.progress_interval_s
+        at, frames, counts = self._logged
+        now = time.monotonic()
+        if not interval or now - at < interval:
+            return
+        s = self.summary
+        logger.info(
+            "progress: %.1f fps frames=%d dead_letters=%d batches=%d inflight=%d lag=%d "
+            "end_to_end[%s] ingest_workers=%d",
+            (s.frames - frames) / (now - at),
+            s.frames,
+            s.dead_letters,
+            s.batches,
+            s.inflight,
+            s.lag,
+            describe(difference(s.latency, counts)),
+            len(self.running),
+        )
+        self._logged = (now, s.frames, dict(s.latency))
+
+    def _stop_reason(self) -> str:
+        """Why the whole job should stop now, or ""."""
+        cfg = self.config.job
+        if self._stop.is_set():
+            return "stop requested"
+        if cfg.expected_frames and self.summary.records_done() >= cfg.expected_frames:
+            return f"expected_frames={cfg.expected_frames}"
+        with_partitions = [worker for worker in self.running if worker.report.started]
+        if cfg.max_idle_s and with_partitions and all(w.idle for w in with_partitions):
+            return f"idle for {cfg.max_idle_s:g}s"
+        return ""
+
+    def _stop_workers(self, reason: str, wait: bool = False) -> None:
+        """Tell every running worker to finish its batches in flight, commit and return."""
+        import ray
+
+        if not self.stopping:
+            self.stopping = reason
+            self.summary.stop_reason = reason
+            logger.info("stopping the ingest workers: %s", reason)
+        for worker in self.running:
+            worker.actor.request_stop.remote()
+        if wait and self.running:
+            ray.wait(
+                [worker.run_ref for worker in self.running],
+                num_returns=len(self.running),
+                timeout=STOP_TIMEOUT_S,
+            )
+
+    def _close(self) -> None:
+        """Kill the ingest workers and the pool (a stopped worker has committed its work)."""
+        import ray
+
+        for worker in self.workers:
+            try:
+                ray.kill(worker.actor)
             except Exception as error:  # keep closing the rest
                 logger.warning("while closing: %s", error)
+        if hasattr(self, "pool"):
+            self.pool.kill()
 
-    # ------------------------------------------------------------------ main loop
-    def run_until_stopped(self) -> None:
-        """Loop, drain, final checkpoint; after a dead actor (even one that dies while the job
-        recovers from another) the job is recovered and the loop resumed."""
-        failure: BaseException | None = None
-        while True:
-            try:
-                if failure is not None:
-                    self.recover_actors(failure)
-                    failure = None
-                self.summary.stop_reason = self._loop()
-                self._drain()
-                self.checkpoint.snapshot_now(self.ledger.owned)
-                self.committer.commit(force=True)
-                if not self.ledger.pending:
-                    self.checkpoint.write_snapshot()  # all committed: the final state is safe
-                return
-            except _actor_errors() as error:
-                failure = error
-            except Exception as error:
-                restore_error = checkpoint_restore_error(error)
-                if restore_error is None:
-                    raise
-                self._stop_on_unrestorable_checkpoint(restore_error)
+    def _finish_summary(self, elapsed: float) -> None:
+        summary = self.summary
+        merge(summary, [worker.report for worker in self.workers])
+        summary.inflight = 0
+        summary.elapsed_s = round(elapsed, 3)
+        summary.frames_per_second = round(summary.frames / max(elapsed, 1e-9), 2)
+        busy = max((worker.report.processing_s for worker in self.workers), default=0.0)
+        if busy:
+            summary.processing_s = round(busy, 3)
+            summary.processing_frames_per_second = round(summary.frames / busy, 2)
 
-    def _stop_on_unrestorable_checkpoint(self, error: CheckpointRestoreError) -> None:
-        """A shard cannot restore a stream's checkpoint and `checkpoint.on_invalid` is "fail".
-
-        Fatal, not an actor failure: the shard is alive and the file would fail again, so
-        nothing is retried. Batches finish in order, so the batch that needed the checkpoint
-        and all after it have written nothing: they are dropped uncommitted (a rerun polls them
-        again). What finished before is committed (best effort), then the job stops with the
-        shard's message (file, stream, topic and partition, problem, how to recover).
-        """
-        dropped = len(self.batches.inflight)
-        self.batches.inflight.clear()
-        self.summary.stop_reason = "checkpoint cannot be restored"
-        try:
-            self.committer.commit(force=True)
-        except Exception as commit_error:  # the next run replays from the last commit
-            logger.warning("commit before stopping failed: %s", commit_error)
-        logger.error("stopping: %s (%d batch(es) in flight dropped, not committed)", error, dropped)
-        raise CheckpointRestoreError(str(error)) from None
-
-    def _loop(self) -> str:
-        """Poll, submit, finish and commit until a stop condition; returns the reason."""
-        cfg = self.config
-        inflight = self.batches.inflight
-        while True:
-            if self._stop.is_set():
-                return "stop requested"
-            if cfg.job.stop_after_batches and self.batches.submitted >= cfg.job.stop_after_batches:
-                return f"stop_after_batches={cfg.job.stop_after_batches}"
-            if cfg.job.expected_frames and self.batches.records_seen >= cfg.job.expected_frames:
-                return f"expected_frames={cfg.job.expected_frames}"
-            if self.idle.too_long(busy=bool(inflight)):
-                return f"idle for {cfg.job.max_idle_s:g}s"
-            full = len(inflight) >= cfg.batch.max_inflight_batches
-            self._finish_ready(block=full)
-            if len(inflight) >= cfg.batch.max_inflight_batches:
-                continue
-            records = self.partitions.accept(self._poll_batch())
-            if records:
-                self.progress.submitting()
-                polled_at = time.monotonic()
-                self.idle.records_at(polled_at)
-                self.batches.submit(records, polled_at)
-                self.progress.inflight(len(inflight))
-            elif inflight:
-                self._finish_ready(block=False, timeout=cfg.batch.max_wait_ms / 1000)
-            self.committer.commit()
-            self.progress.maybe_log(self._progress_line)
-            self.checkpoint.evict_idle(
-                self.ledger.owned, all_committed=not inflight and not self.ledger.pending
-            )
-
-    def _poll_batch(self) -> list[Any]:
-        """Up to `batch.max_frames` records, waiting at most `batch.max_wait_ms` after the first."""
-        cfg = self.config.batch
-        collected: list[Any] = []
-        deadline: float | None = None
-        while len(collected) < cfg.max_frames:
-            now = time.monotonic()
-            wait_s = cfg.max_wait_ms / 1000 if deadline is None else max(0.0, deadline - now)
-            polled = self.consumer.poll(
-                timeout_ms=int(wait_s * 1000), max_records=cfg.max_frames - len(collected)
-            )
-            self.listener.raise_error()  # raised in a rebalance callback
-            for records in polled.values():
-                collected.extend(records)
-            if collected and deadline is None:
-                deadline = time.monotonic() + cfg.max_wait_ms / 1000
-            if deadline is None or time.monotonic() >= deadline:
-                break
-        return collected
-
-    # ------------------------------------------------------------------ finish
-    def _finish_ready(self, block: bool, timeout: float | None = None) -> None:
-        """Finish batches at the head of the window whose shard results are ready (in order)."""
-        while (ready := self.batches.pop_ready(block, timeout)) is not None:
-            self._finish(*ready)
-            block, timeout = False, 0
-
-    def _drain(self) -> None:
-        """Finish every batch in flight (a stop or a rebalance)."""
-        while self.batches.inflight:
-            self._finish_ready(block=True)
-
-    def _finish(self, batch: Batch, outputs: list[ShardOutput]) -> None:
-        """Write the batch's output (both sinks), and only then queue its offsets for commit."""
-        cfg = self.config
-        owned = self.ledger.owned - batch.revoked
-        results, dead = batch.output(outputs, owned)
-        written = self.sink.write(results, dead, batch.first_offsets)
-        self.summary.batches += 1
-        self.summary.frames += len(results)
-        self.summary.dead_letters += len(dead)
-        if cfg.job.fail_after_batches and self.summary.batches >= cfg.job.fail_after_batches:
-            raise SimulatedCrash(f"simulated crash after batch {batch.batch_id} (sinks written)")
-        self.ledger.batch_done(batch.last_offsets, owned)
-        self.checkpoint.batch_finished(
-            batch.seen_last, owned, None if batch.revoked else batch.states
+    def _line(self) -> str:
+        s = self.summary
+        return (
+            f"frames={s.frames} dead_letters={s.dead_letters} batches={s.batches} "
+            f"end_to_end[{describe(s.latency)}] ingest_workers={s.ingest_workers} "
+            f"ingest_restarts={s.ingest_restarts} actor_recoveries={s.actor_recoveries}"
         )
-        self.committer.commit()
-        self.progress.batch_finished(batch, outputs, written, results, len(self.batches.inflight))
-
-    def _hand_off(self) -> dict[Any, int]:
-        """Partitions are being revoked: finish every batch in flight (sinks written) and take
-        a snapshot; returns the offsets to commit so that the next owner starts exactly here.
-
-        Runs in the rebalance callback on kafka-python's IO thread while the main thread waits
-        in `poll`: blocking consumer calls are not allowed there, so the committer defers.
-        """
-        if not (self.batches.inflight or self.ledger.pending):
-            return {}
-        started = time.monotonic()
-        batches = len(self.batches.inflight)
-        with self.committer.deferred():
-            self._drain()
-            self.checkpoint.snapshot_now(self.ledger.owned)
-        self.summary.handoffs += 1
-        logger.info(
-            "rebalance: finished %d batch(es) in flight in %.2fs; committing %s",
-            batches,
-            time.monotonic() - started,
-            {str(tp): o for tp, o in self.ledger.pending.items()},
-        )
-        return dict(self.ledger.pending)
-
-    # ------------------------------------------------------------------ actor failures
-    def recover_actors(self, error: BaseException) -> None:
-        """A tracker shard died (or an embed failed for good): rebuild every owned partition.
-
-        Batches finish in order, so the failed batch and all after it have written nothing:
-        they are dropped and what is finished is committed. Once every shard answers again,
-        each owned partition is revoked and re-assigned in place, as in a rebalance: its streams
-        are dropped on all shards, restored from the checkpoint and replayed without output up
-        to the committed offset. Without checkpoints they restart with fresh trackers there.
-        """
-        stalled = self.progress.recovery()
-        if stalled > MAX_STALLED_RECOVERIES:
-            raise RuntimeError(
-                f"actors failed {stalled} times in a row without a new frame written; giving up"
-            ) from error
-        dropped = self.batches.drop_all()
-        self.progress.inflight(0)
-        logger.warning(
-            "actor failure (%s: %s): dropping %d batch(es) in flight, rebuilding tracker state",
-            type(error).__name__,
-            str(error).strip().splitlines()[0] if str(error).strip() else "",
-            len(dropped),
-        )
-        rewind = first_offsets(dropped)  # partition -> first dropped offset
-        partitions = set(self.consumer.assignment())
-        self.ledger.keep_pending(partitions)  # given away meanwhile: the next owner replays them
-        self.committer.commit(force=True)
-        # Back to the first unfinished record (a checkpoint restore may go further back).
-        for tp in partitions:
-            if tp in self.ledger.committed:
-                self.consumer.seek(tp, self.ledger.committed[tp])
-            elif self.config.kafka.auto_offset_reset == "earliest":
-                self.consumer.seek_to_beginning(tp)
-            elif tp in rewind:
-                self.consumer.seek(tp, rewind[tp])
-        self.pool.await_shards(self.config.actors.start_timeout_s)
-        self.partitions.revoke(self.ledger.owned | partitions)
-        self.partitions.assign(partitions)
-        self.ledger.owned = partitions
-        if not self.checkpoint.enabled and partitions:
-            logger.warning(
-                "checkpoints are off: the streams of %s restart with fresh trackers (new track "
-                "ids) at the committed offsets",
-                sorted(map(str, partitions)),
-            )
-        self.summary.actor_recoveries += 1
-        self.idle.reset()  # recovering is not idling
-
-    def _progress_line(self) -> str:
-        """Counts, window, lag and latencies: the progress log's and the stop message's."""
-        lag = consumer_lag(self.consumer, self.ledger, self.progress.metrics)
-        return self.progress.line(len(self.batches.inflight), lag, self.batches.crops_per_request())
-
-
-def _actor_errors() -> tuple[type[BaseException], ...]:
-    """What a dead actor looks like: Ray's actor errors (`ActorDiedError`,
-    `ActorUnavailableError`; also the cause of a dependent task's failure) and a restarted
-    shard refusing a call meant for its previous incarnation."""
-    from ray.exceptions import RayActorError
-
-    from ray_deepsort.pipeline.actors import ShardRestartedError
-
-    return (RayActorError, ShardRestartedError)
 
 
 def run_stream_job(config: StreamConfig, *, install_signal_handlers: bool = False) -> JobSummary:

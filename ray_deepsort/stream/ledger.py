@@ -12,6 +12,8 @@ positions, so they live together instead of in separate dicts:
   yet), what the `OffsetCommitter` commits.
 - `committed`: what this job committed, or found committed when it took the partition over.
   A broker whose committed offset falls behind it lost its state (`reclaim`).
+- `started`: where this run first took each partition over (its committed offset then, or
+  where the consumer was reset to): records from there up to `committed` are done.
 
 What the tracker-state checkpoints cover (and the replay up to the commit) is the
 `CheckpointCoordinator`'s (`ray_deepsort.stream.snapshots`). Plain Python without Kafka:
@@ -27,6 +29,11 @@ from typing import Any
 logger = logging.getLogger("ray_deepsort.stream")
 
 
+def partition_label(tp: Any) -> str:
+    """How summaries name a partition: "topic:partition"."""
+    return f"{tp.topic}:{tp.partition}"
+
+
 class PartitionLedger:
     """Positions of the partitions one `StreamJob` run owns (see the module docstring)."""
 
@@ -36,6 +43,7 @@ class PartitionLedger:
         self.streams: dict[Any, set[str]] = collections.defaultdict(set)
         self.pending: dict[Any, int] = {}
         self.committed: dict[Any, int] = {}
+        self.started: dict[Any, int] = {}
 
     # ------------------------------------------------------------------ records
     def accept(self, tp: Any, offset: int) -> bool:
@@ -86,9 +94,17 @@ class PartitionLedger:
         for tp in set(self.pending) - partitions:
             del self.pending[tp]
 
+    def taken_over(self, tp: Any, start: int) -> None:
+        """`tp` was assigned and is processed from `start` on (the first time counts)."""
+        self.started.setdefault(tp, start)
+
     def committed_labels(self) -> dict[str, int]:
         """Committed offsets keyed "topic:partition" (the summary's `committed`)."""
-        return {f"{tp.topic}:{tp.partition}": o for tp, o in self.committed.items()}
+        return {partition_label(tp): o for tp, o in self.committed.items()}
+
+    def started_labels(self) -> dict[str, int]:
+        """Start offsets keyed "topic:partition" (the summary's `started`)."""
+        return {partition_label(tp): o for tp, o in self.started.items()}
 
     def reclaim(self, tp: Any, broker_offset: int | None) -> int | None:
         """This job's own committed offset of `tp` if the broker's went back behind it (the

@@ -4,7 +4,8 @@ Registered as `deepsort_*`; Ray adds its `ray_` prefix on export, so Prometheus 
 `ray_deepsort_frames_total`, ... Names: `frames_total`, `dead_letters_total{code}`,
 `batches_total`, `frames_per_second`, `consumer_lag{topic,partition}`,
 `stage_latency_seconds{stage}` (decode, embed, track, sink, batch), `batch_frames`,
-`inflight_batches`, `capture_age_seconds`; embedder actors add `embed_batch_size`.
+`inflight_batches`, `capture_age_seconds`, `end_to_end_latency_seconds` (capture timestamp to
+result produced, per frame); embedder actors add `embed_batch_size`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 _LATENCY_BOUNDARIES = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
 _BATCH_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
+_END_TO_END_BOUNDARIES = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300]
 
 
 class JobMetrics:
@@ -69,7 +71,14 @@ class JobMetrics:
                 "Now minus the newest capture timestamp written",
                 tag_keys=keys,
             )
+            self.end_to_end_latency = Histogram(
+                "deepsort_end_to_end_latency_seconds",
+                "Seconds from a frame's capture timestamp to its result produced",
+                boundaries=_END_TO_END_BOUNDARIES,
+                tag_keys=keys,
+            )
             for metric in (
+                self.end_to_end_latency,
                 self.frames,
                 self.dead_letters,
                 self.batches,
@@ -102,6 +111,11 @@ class JobMetrics:
         self._safe("batch_frames", "observe", frames)
         for stage, seconds in stage_seconds.items():
             self._safe("latency", "observe", seconds, {"stage": stage})
+
+    def observe_end_to_end(self, seconds: list[float]) -> None:
+        """One observation per frame produced."""
+        for value in seconds:
+            self._safe("end_to_end_latency", "observe", value)
 
     def dead_letter(self, code: str) -> None:
         self._safe("dead_letters", "inc", 1, {"code": code})

@@ -21,11 +21,11 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ray_deepsort.pipeline.sharding import drop_streams
+from ray_deepsort.pipeline.sharding import drop_partitions, drop_streams
 from ray_deepsort.stream.batches import BatchWindow
 from ray_deepsort.stream.config import StreamConfig
 from ray_deepsort.stream.kafka_clients import PartitionHandoff, by_partition, topic_partition
-from ray_deepsort.stream.ledger import PartitionLedger
+from ray_deepsort.stream.ledger import PartitionLedger, partition_label
 from ray_deepsort.stream.progress import IdleWatch
 from ray_deepsort.stream.sink import ResultSink
 from ray_deepsort.stream.snapshots import CheckpointCoordinator
@@ -40,7 +40,7 @@ logger = logging.getLogger("ray_deepsort.stream")
 class PartitionAssignments:
     """Applies assignment changes to the ledger, the shards, the checkpoints and the output.
 
-    Counts into `summary`: `leftovers_removed`, `broker_resets`.
+    Counts into `summary`: `leftovers_removed`, `broker_resets`; sets `started` and `owned`.
     """
 
     def __init__(
@@ -85,6 +85,8 @@ class PartitionAssignments:
         if kept_through:
             self._resume_kept(kept_through)
         self.ledger.owned = current
+        if gained or lost:
+            self.summary.owned = sorted(map(partition_label, current))
         kept = []
         for record in records:
             tp = topic_partition(record.topic, record.partition)
@@ -107,6 +109,8 @@ class PartitionAssignments:
         restore checkpointed streams. Returns the partitions sent back to replay a checkpoint."""
         reseeked: set[Any] = set()
         self.idle.assigned()
+        # Streams a previous owner left on the shards (it died before it could drop them).
+        drop_partitions(self.pool.shards, [(tp.topic, tp.partition) for tp in gained])
         for tp in by_partition(gained):
             committed = self.consumer.committed(tp)
             ours = self._reclaim(tp, committed)
@@ -115,6 +119,8 @@ class PartitionAssignments:
                 self.consumer.seek(tp, ours)
                 self.ledger.seek(tp, ours)  # re-published records below it are skipped
             start = self._reset_position(tp) if committed is None else int(committed)
+            self.ledger.taken_over(tp, start)
+            self.summary.started = self.ledger.started_labels()
             removed = self.sink.remove_uncommitted(tp, start)
             if removed:
                 (logger.info if committed is not None else logger.warning)(

@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import collections
 import logging
+import resource
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ray_deepsort.pipeline.types import FrameResult, ShardOutput
 from ray_deepsort.stream.config import StreamConfig
+from ray_deepsort.stream.latency import count_latencies, describe
 from ray_deepsort.stream.ledger import PartitionLedger
 from ray_deepsort.stream.metrics import JobMetrics
 from ray_deepsort.stream.summary import JobSummary
@@ -44,6 +48,7 @@ class JobProgress:
         self.first_submit_at: float | None = None
         self.last_finish_at: float | None = None
         self.done_at_recovery = -1  # frames + dead letters at the last actor recovery
+        self.cpu_at_start = time.process_time()
         self.stalled_recoveries = 0  # recoveries in a row without a new frame written
 
     def submitting(self) -> None:
@@ -78,6 +83,9 @@ class JobProgress:
         if results:
             newest = max(r.timestamp for r in results)
             self.metrics.gauge("capture_age", max(0.0, time.time() - newest))
+            end_to_end = written.produced_at - np.array([r.timestamp for r in results])
+            count_latencies(self.summary.latency, end_to_end)
+            self.metrics.observe_end_to_end(end_to_end.tolist())
         self.inflight(inflight)
 
     def line(self, inflight: int, lag: int | None, crops_per_request: float) -> str:
@@ -91,7 +99,8 @@ class JobProgress:
             f"frames={self.summary.frames} dead_letters={self.summary.dead_letters} "
             f"batches={self.summary.batches} inflight={inflight}/"
             f"{self.config.batch.max_inflight_batches} lag={lag} "
-            f"crops/embed_request={crops_per_request:.1f} mean_ms[{latency}]"
+            f"crops/embed_request={crops_per_request:.1f} mean_ms[{latency}] "
+            f"end_to_end[{describe(self.summary.latency)}]"
         )
 
     def maybe_log(self, line: Callable[[], str]) -> None:
@@ -115,9 +124,17 @@ class JobProgress:
         self.done_at_recovery = done
         return self.stalled_recoveries
 
+    def measure_process(self, summary: JobSummary) -> None:
+        """Into `summary`: this process's CPU seconds since the run began (all its threads:
+        the ingest cost) and its peak RSS."""
+        summary.ingest_cpu_s = round(time.process_time() - self.cpu_at_start, 3)
+        peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+        summary.ingest_peak_rss_mb = round(peak_kib / 1024, 1)
+
     def summarize(self, elapsed: float) -> None:
         """Fill the summary's timings at the end of the run (`elapsed` seconds in all)."""
         summary = self.summary
+        self.measure_process(summary)
         summary.elapsed_s = round(elapsed, 3)
         summary.frames_per_second = round(summary.frames / max(elapsed, 1e-9), 2)
         if self.first_submit_at is not None and self.last_finish_at is not None:
@@ -142,15 +159,23 @@ def consumer_lag(consumer: Any, ledger: PartitionLedger, metrics: JobMetrics) ->
 
 
 class IdleWatch:
-    """Whether the job has had no input for `job.max_idle_s` (0 = never stops for that)."""
+    """Whether an ingest worker has had no input for `job.max_idle_s` (0 = never stops for that).
 
-    def __init__(self, limit_s: float, broker_answers: Callable[[], bool]) -> None:
+    Once reached, `idle` stays true until records arrive or idling starts over: the job driver
+    stops the job when every ingest worker that ever had partitions is idle.
+    """
+
+    def __init__(
+        self, limit_s: float, broker_answers: Callable[[], bool], summary: JobSummary
+    ) -> None:
         self.limit_s = limit_s
         self.broker_answers = broker_answers
+        self.summary = summary  # counts `broker_waits`
         self.assigned_at: float | None = None  # the first partition assignment
         self.last_record_at: float | None = None
         self.reset_at = 0.0  # rebalances, recoveries and unreachable brokers are not idling
         self.broker_was_away = False  # the last check found the broker unreachable
+        self.idle = False  # reached the limit with no input since
 
     def assigned(self) -> None:
         """Partitions are assigned: idle time counts from the first assignment on."""
@@ -160,25 +185,31 @@ class IdleWatch:
     def records_at(self, at: float) -> None:
         """Records were polled at monotonic time `at`."""
         self.last_record_at = at
+        self.idle = False
 
     def reset(self) -> None:
         """Idle time starts over now (not idling: a rebalance, a recovery)."""
         self.reset_at = time.monotonic()
+        self.idle = False
 
     def too_long(self, busy: bool) -> bool:
         """True once idle for the limit while the broker answers; `busy`: batches in flight."""
         if not self.limit_s or self.assigned_at is None or busy:
             return False
+        if self.idle:
+            return True
         since = max(self.assigned_at, self.last_record_at or 0.0, self.reset_at)
         if time.monotonic() - since < self.limit_s:
             return False
         answers = self.broker_answers()
         if answers and not self.broker_was_away:
+            self.idle = True
             return True
         # No input because the broker is down (or the group rebalances) is not idling: wait.
         # Once it answers again, idling starts over: after a restart the consumer may not know
         # yet that it has to rejoin the group.
         if not answers:
+            self.summary.broker_waits += 1
             logger.warning(
                 "no input for %.0fs, but the broker does not answer (or the group is "
                 "rebalancing): waiting for it",

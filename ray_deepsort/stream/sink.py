@@ -65,6 +65,7 @@ class SinkReport:
     acknowledged: int  # results and dead letters the broker acknowledged
     parquet_s: float  # seconds until the Parquet files were written
     sink_s: float  # seconds until every message was acknowledged
+    produced_at: float = 0.0  # wall-clock time (epoch s) when everything was acknowledged
 
 
 class ResultSink:
@@ -106,7 +107,9 @@ class ResultSink:
         parquet_s = time.perf_counter() - started
         outgoing = self.messages(results, dead)
         self.produce(outgoing)
-        return SinkReport(files, len(outgoing), parquet_s, time.perf_counter() - started)
+        return SinkReport(
+            files, len(outgoing), parquet_s, time.perf_counter() - started, time.time()
+        )
 
     def write_parquet(self, results: list[FrameResult], first_offsets: dict[Any, int]) -> list[str]:
         """One file (per dataset) per input partition; returns the files written."""

@@ -1,4 +1,5 @@
-"""Chaos: tracker shard and embedder actors killed while frames flow; the output stays exact."""
+"""Chaos: an ingest worker, tracker shards and an embedder killed while frames flow; the
+output stays exact."""
 
 from __future__ import annotations
 
@@ -93,18 +94,19 @@ def _publish_live(
     frames: list[FrameMessage],
     stopped: threading.Event,
 ) -> PublishStats:
-    """Send the frames at a quarter of real time once the job consumes (2 s of video per stream
-    over ~8 s): every poll then holds frames of every partition, and kills hit all streams."""
-    while not getattr(job, "owned", None) and not stopped.wait(0.05):
+    """Send the frames at a tenth of real time once the job consumes (1.6 s of video per stream
+    over ~16 s): every poll then holds frames of every partition, and kills hit all streams."""
+    while not job.summary.started and not stopped.wait(0.05):
         pass
     with FramePublisher(broker.bootstrap_servers, topic) as publisher:
-        return publish(frames, publisher, partitions=PARTITIONS, realtime=True, speed=0.25)
+        return publish(frames, publisher, partitions=PARTITIONS, realtime=True, speed=0.1)
 
 
 class Chaos(threading.Thread):
-    """Kills a random tracker shard or the embedder (Ray restarts it) at seeded random moments
-    once the job has finished a few batches; after a shard kill it waits for the job to recover
-    and make progress before the next kill, so every kill hits a running pipeline."""
+    """Kills a random ingest worker (the driver replaces it), tracker shard or the embedder (Ray
+    restarts them) at seeded random moments once the job has finished a few batches; after a
+    worker or shard kill it waits for the job to notice before the next kill, so every kill
+    hits a running pipeline."""
 
     def __init__(self, job: StreamJob, schedule: list[str], seed: int) -> None:
         super().__init__(daemon=True)
@@ -113,10 +115,14 @@ class Chaos(threading.Thread):
         self.error: BaseException | None = None
         self.stopped = threading.Event()
 
-    def _wait(self, condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
+    def _wait(
+        self, condition: Callable[[], bool], timeout_s: float = 60.0, required: bool = True
+    ) -> None:
         deadline = time.monotonic() + timeout_s
         while not condition():
             if self.stopped.is_set() or time.monotonic() > deadline:
+                if not required and not self.stopped.is_set():
+                    return
                 raise TimeoutError("the job did not get there")
             time.sleep(0.01)
 
@@ -129,14 +135,22 @@ class Chaos(threading.Thread):
                 target = self.job.summary.batches + int(self.rng.integers(1, 4))
                 self._wait(lambda t=target: self.job.summary.batches >= t)
                 time.sleep(float(self.rng.uniform(0.0, 0.4)))  # somewhere inside a batch
-                self._wait(lambda: len(self.job.inflight) > 0)  # with work in flight
-                actors = self.job.pool.shards if kind == "shard" else self.job.pool.embedders
+                # Preferably with work in flight (the driver sees it every 0.25 s only).
+                self._wait(lambda: self.job.summary.inflight > 0, timeout_s=2.0, required=False)
+                actors = {
+                    "shard": self.job.pool.shards,
+                    "embedder": self.job.pool.embedders,
+                    "ingest": [worker.actor for worker in self.job.running],
+                }[kind]
                 index = int(self.rng.integers(len(actors)))
                 recoveries = self.job.summary.actor_recoveries
+                restarts = self.job.summary.ingest_restarts
                 self.kills.append((kind, index, self.job.summary.batches))
-                ray.kill(actors[index], no_restart=False)
+                ray.kill(actors[index], no_restart=kind == "ingest")
                 if kind == "shard":
                     self._wait(lambda r=recoveries: self.job.summary.actor_recoveries > r)
+                if kind == "ingest":
+                    self._wait(lambda r=restarts: self.job.summary.ingest_restarts > r)
         except BaseException as error:  # reported by the test
             self.error = error
 
@@ -145,9 +159,11 @@ class Chaos(threading.Thread):
 def test_killed_actors_change_nothing_in_the_output(
     broker: LocalBroker, ray_local: None, topics: Topics, tmp_path: Path
 ) -> None:
-    """5 streams x 48 JPEG frames through the real CNN, checkpoints every batch; two tracker
-    shard kills and two embedder kills at random moments: every frame is written once, with
-    the boxes and track ids of one uninterrupted in-process tracker per stream."""
+    """5 streams x 48 JPEG frames through the real CNN, 2 ingest workers, checkpoints every
+    batch; an ingest worker, two tracker shards and the embedder killed at random moments:
+    every frame is written to Parquet once, with the boxes and track ids of one uninterrupted
+    in-process tracker per stream; the results topic holds every frame with the same tracks
+    (at least once: the killed worker may have sent results it had not committed)."""
     _, generator = synthetic_frames(
         STREAMS, FRAMES, objects=8, width=480, height=270, start_time=1_732_500_000.0
     )
@@ -165,9 +181,10 @@ def test_killed_actors_change_nothing_in_the_output(
         "checkpoint.every_batches=1",
         f"job.expected_frames={total}",
         "job.max_idle_s=30",
+        "actors.ingest_workers=2",
     )
     job = StreamJob(config)
-    chaos = Chaos(job, ["shard", "embedder", "shard", "embedder"], seed=5)
+    chaos = Chaos(job, ["ingest", "shard", "embedder", "shard"], seed=5)
     with ThreadPoolExecutor(1) as executor:
         live = executor.submit(_publish_live, job, broker, topics.frames, frames, chaos.stopped)
         chaos.start()
@@ -178,14 +195,14 @@ def test_killed_actors_change_nothing_in_the_output(
             chaos.join(timeout=10)
         assert live.result().frames == total
     assert chaos.error is None, chaos.error
-    assert [kind for kind, _, _ in chaos.kills].count("shard") == 2
-    assert [kind for kind, _, _ in chaos.kills].count("embedder") == 2
-    # Kills hit a running pipeline: each shard kill was recovered from, and all happened
-    # before the last frames were in.
-    assert summary.actor_recoveries >= 2
+    kinds = collections.Counter(kind for kind, _, _ in chaos.kills)
+    assert kinds == {"ingest": 1, "shard": 2, "embedder": 1}
+    # Kills hit a running pipeline: each shard kill was recovered from, the dead worker was
+    # replaced, and all happened before the last frames were in.
+    assert summary.actor_recoveries >= 2 and summary.ingest_restarts == 1
     assert all(batches < summary.batches for _, _, batches in chaos.kills)
     assert {shard_of(f"cam{k}", len(job.pool.shards)) for k in range(STREAMS)} == {0, 1}
-    assert summary.frames == total and summary.dead_letters == 0
+    assert summary.frames >= total and summary.dead_letters == 0
     assert sum(summary.committed.values()) == total
 
     expected = _expected_rows(frames, _reference_ids(frames, config.tracker.params()))
@@ -198,6 +215,6 @@ def test_killed_actors_change_nothing_in_the_output(
     records = read_topic(broker.bootstrap_servers, topics.results, total)
     messages = [decode_result(record.value) for record in records]
     keys = collections.Counter((m["stream_id"], m["frame_index"]) for m in messages)
-    assert set(keys) == set(expected) and set(keys.values()) == {1}, "missing or repeated frames"
+    assert set(keys) == set(expected), "missing frames"
     for message in messages:
         assert _message_rows(message) == expected[(message["stream_id"], message["frame_index"])]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import zlib
 from dataclasses import replace
@@ -567,3 +568,31 @@ def test_load_reid_model_known_ir_from_path_file_and_cache(
         model = load_reid_model(choice)
         assert model.spec.appearance_threshold == GATE_0288
         np.testing.assert_allclose(model.embed(frame, boxes), expected, atol=1e-5)
+
+
+def test_shard_forgets_the_streams_of_partitions_taken_over_elsewhere() -> None:
+    """An ingest worker that died could not drop its streams: the next owner of a partition
+    drops whatever the shard still holds of it, and only of it."""
+    shard = TrackerShard(PARAMS, 0, 1)
+    det = _scene().detections(0)
+    for stream, partition in (("a", 0), ("b", 0), ("c", 1)):
+        request = dataclasses.replace(
+            _request(stream, 0, det), position=SourcePosition("frames", partition, 0)
+        )
+        shard.process([request])
+    assert shard.drop_partitions([("frames", 0), ("other", 1)]) == 2
+    assert "c" in shard.registry and "a" not in shard.registry and "b" not in shard.registry
+    assert shard.drop_partitions([("frames", 0)]) == 0
+    # Taken over from the start again: frame 0 is new, not out of order.
+    assert shard.process([_request("a", 0, det)]).failures == []
+
+
+def test_plan_actors_counts_ingest_workers() -> None:
+    plan = plan_actors(
+        {"CPU": 4.0}, reid_enabled=True, num_shards=2, ingest_workers=2, ingest_num_cpus=1.0
+    )
+    assert plan.describe().endswith("2 ingest worker(s) x 1 CPU")
+    with pytest.raises(PlacementError, match=r"need 5 CPUs.*ingest_num_cpus"):
+        plan_actors(
+            {"CPU": 4.0}, reid_enabled=True, num_shards=2, ingest_workers=3, ingest_num_cpus=1.0
+        )

@@ -1,7 +1,9 @@
-"""Small fakes for unit tests of the stream driver (`StreamJob`) and its pieces, without Kafka or
-Ray: a consumer, a producer, actors, and `RayCalls` that resolve the fakes' answers at once.
+"""Small fakes for unit tests of an ingest worker (`PartitionWorker`) and its pieces, without
+Kafka or Ray: a consumer, a producer, actors, and `RayCalls` that resolve the fakes' answers at
+once.
 
-`make_job` builds a `StreamJob` through its public `open`, as `run` does after starting actors.
+`make_job` builds a `PartitionWorker` through its public `open`, as `run` does on the job's
+actors.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from ray_deepsort.pipeline.state_store import stream_file_name
 from ray_deepsort.pipeline.types import FrameResult, ShardOutput, SourcePosition, TrackRequest
 from ray_deepsort.stream.batches import RayCalls
 from ray_deepsort.stream.config import load_config
-from ray_deepsort.stream.job import StreamJob
 from ray_deepsort.stream.wire import FrameMessage, encode_frame
+from ray_deepsort.stream.worker import PartitionWorker
 
 Record = namedtuple("Record", "topic partition offset key value")
 P0, P1, P2 = (TopicPartition("frames", k) for k in range(3))
@@ -168,7 +170,8 @@ class _Recorder:
 
 
 class FakeShard:
-    """Records `process`, `drop_streams`, `state_dict` and `write_checkpoints` calls.
+    """Records `process`, `drop_streams`, `drop_partitions`, `state_dict` and
+    `write_checkpoints` calls.
 
     `process` tracks every frame as one confirmed track (id 1 per box), or answers once with
     `errors[offset]` when a frame at that offset is in the call (`FAKE_RAY.get` raises it);
@@ -179,6 +182,7 @@ class FakeShard:
         self.errors: dict[int, BaseException] = {}
         self.process = _Recorder(self._track)
         self.drop_streams = _Recorder()
+        self.drop_partitions = _Recorder()
         self.state_dict = _Recorder()
         self.write_checkpoints = _Recorder(
             lambda states, due: {stream_id: stream_file_name(stream_id) for stream_id in due}
@@ -246,12 +250,12 @@ FAKE_RAY = RayCalls(wait=lambda refs, num_returns, timeout: (list(refs), []), ge
 
 def make_job(
     tmp_path: Any, consumer: FakeConsumer, *overrides: str, producer: FakeProducer | None = None
-) -> StreamJob:
-    """A `StreamJob` opened on the fakes above (a real Parquet writer under `tmp_path`)."""
+) -> PartitionWorker:
+    """A `PartitionWorker` opened on the fakes above (a real Parquet writer under `tmp_path`)."""
     config = load_config(
         None, [f'output.path="{tmp_path}"', "output.fsync=false", "job.metrics=false", *overrides]
     )
-    job = StreamJob(
+    job = PartitionWorker(
         config,
         consumer_factory=lambda _: consumer,
         producer_factory=lambda _: producer if producer is not None else FakeProducer([]),

@@ -23,10 +23,10 @@ from ray_deepsort.pipeline import SourcePosition
 from ray_deepsort.pipeline.actors import ShardRestartedError, TrackerShardActor
 from ray_deepsort.pipeline.types import TrackRequest
 from ray_deepsort.stream.config import load_config
-from ray_deepsort.stream.job import MAX_STALLED_RECOVERIES, StreamJob
+from ray_deepsort.stream.worker import MAX_STALLED_RECOVERIES, PartitionWorker
 
 
-def _submit(job: StreamJob, records: list[tuple[int, int, str]]) -> None:
+def _submit(job: PartitionWorker, records: list[tuple[int, int, str]]) -> None:
     """A batch of (partition, offset, stream) frames, polled and sent to the shards."""
     polled = [frame_record(partition, offset, stream) for partition, offset, stream in records]
     job.batches.submit(job.partitions.accept(polled), time.monotonic())

@@ -22,11 +22,11 @@ from kafka.errors import CommitFailedError, KafkaTimeoutError, MessageSizeTooLar
 
 from ray_deepsort.pipeline import batch_file_stem
 from ray_deepsort.stream.config import ConfigError, load_config
-from ray_deepsort.stream.job import StreamJob
 from ray_deepsort.stream.metrics import JobMetrics
 from ray_deepsort.stream.retry import Backoff, BrokerUnavailableError
 from ray_deepsort.stream.sink import Outgoing, ResultSink
 from ray_deepsort.stream.summary import JobSummary
+from ray_deepsort.stream.worker import PartitionWorker
 
 
 # ---------------------------------------------------------------------- retry schedule
@@ -87,7 +87,7 @@ def test_retry_backoff_cap_must_not_be_below_the_first_delay() -> None:
 
 
 # ---------------------------------------------------------------------- fakes
-def _job(tmp_path: Path, consumer: FakeConsumer, *overrides: str) -> StreamJob:
+def _job(tmp_path: Path, consumer: FakeConsumer, *overrides: str) -> PartitionWorker:
     return make_job(tmp_path, consumer, "checkpoint.enabled=false", *overrides)
 
 

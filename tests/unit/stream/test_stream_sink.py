@@ -17,17 +17,19 @@ from kafka.errors import MessageSizeTooLargeError
 
 from ray_deepsort.pipeline import batch_file_stem
 from ray_deepsort.stream.config import load_config
-from ray_deepsort.stream.job import StreamJob
 from ray_deepsort.stream.metrics import JobMetrics
 from ray_deepsort.stream.retry import BrokerUnavailableError
 from ray_deepsort.stream.sink import DeadLetter, ResultSink
 from ray_deepsort.stream.summary import JobSummary
 from ray_deepsort.stream.wire import WireFormatError, decode_frame, decode_result
+from ray_deepsort.stream.worker import PartitionWorker
 
 MALFORMED = Record("frames", 0, 1, b"cam0", b"RDSF but not really")
 
 
-def _job(tmp_path: Path, producer: FakeProducer, *overrides: str) -> tuple[StreamJob, FakeConsumer]:
+def _job(
+    tmp_path: Path, producer: FakeProducer, *overrides: str
+) -> tuple[PartitionWorker, FakeConsumer]:
     """A job that owns frames[0] (committed at 0), polls one batch per poll and commits after
     every batch (`job.commit_interval_s` = 0, the default)."""
     consumer = FakeConsumer({P0: 0})
@@ -43,7 +45,7 @@ def _job(tmp_path: Path, producer: FakeProducer, *overrides: str) -> tuple[Strea
     return job, consumer
 
 
-def _stems(job: StreamJob) -> set[str]:
+def _stems(job: PartitionWorker) -> set[str]:
     return {job.sink.writer.stem_of(path) for path in job.sink.writer.files()}
 
 

@@ -13,8 +13,8 @@ from driver_fakes import P0, P1, FakePool
 from ray_deepsort.pipeline.state_store import CheckpointStore, PartitionManifest, stream_file_name
 from ray_deepsort.pipeline.tracker_shard import CheckpointRestoreError
 from ray_deepsort.stream.config import load_config
-from ray_deepsort.stream.job import JobSummary
 from ray_deepsort.stream.snapshots import CheckpointCoordinator, Restored
+from ray_deepsort.stream.summary import JobSummary
 
 # cam0..cam3 hash to shard 0 and cam4 to shard 1 (CRC-32 of the id, 2 shards).
 STREAMS = [f"cam{k}" for k in range(5)]
