@@ -47,6 +47,7 @@ import multiprocessing  # noqa: E402
 import platform  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
+import signal  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -545,13 +546,6 @@ def latency_ms(histogram: Mapping[str, int], quantiles: Sequence[float] = (50, 9
 
 
 # --------------------------------------------------------------------------- one run
-def _owned_partitions(actor: Any) -> int:
-    """Runs inside an ingest worker actor (`__ray_call__`): partitions its consumer owns now,
-    -1 before it subscribed."""
-    worker = actor.worker
-    return len(worker.ledger.owned) if hasattr(worker, "ledger") else -1
-
-
 def group_settled(owned: Sequence[int], partitions: int) -> bool:
     """Every worker has joined the group and the assignment covers each partition once."""
     holders = sum(1 for count in owned if count > 0)
@@ -662,21 +656,26 @@ def run_one(args: argparse.Namespace, bootstrap: str, streams: int, workers: int
         start_at = time.time() + 0.2
         publishers.start(start_at)
         last_rss = time.monotonic()
+        # Publishing may fall behind (reported), but not for ever.
+        deadline = last_rss + 0.2 + 2 * args.seconds + 60 + args.drain_timeout
         published_by: float | None = None
         while runner.is_alive():
             time.sleep(0.25)
+            done = job.summary.records_done()
             sampler.lag_max = max(sampler.lag_max, job.summary.lag)
-            uncommitted = publishers.sent() - job.summary.records_done()
-            sampler.uncommitted_max = max(sampler.uncommitted_max, uncommitted)
+            sampler.uncommitted_max = max(sampler.uncommitted_max, publishers.sent() - done)
             if time.monotonic() - last_rss >= 1.0:
                 sampler.rss()
                 last_rss = time.monotonic()
             if published_by is None and publishers.finished():
                 published_by = time.monotonic()
-            if published_by is not None and job.summary.records_done() >= total:
+                if any(report.error for report in publishers.reports):
+                    break  # a publisher failed: the check below fails the run
+            if published_by is not None and done >= total:
                 break
-            if published_by is not None and time.monotonic() - published_by > args.drain_timeout:
-                print(f"  drain timeout: {job.summary.records_done()}/{total} committed")
+            now = time.monotonic()
+            if now > deadline or (published_by and now - published_by > args.drain_timeout):
+                print(f"  timed out: {done}/{total} records committed")
                 break
         done_at = time.time()
         cpu_window = job.summary.ingest_cpu_s - cpu_before
@@ -755,20 +754,13 @@ def _wait_for_group(
 ) -> None:
     """Until every ingest worker owns its share of the partitions (the group has settled), so
     that start-up and the group join are not counted as latency."""
-    import ray
-
     while time.monotonic() < deadline:
         if not runner.is_alive():
             return  # the job failed to start: the caller raises its error
-        running = list(job.running)
-        if len(running) == workers:
-            refs = [w.actor.__ray_call__.remote(_owned_partitions) for w in running]
-            try:
-                owned = ray.get(refs, timeout=5)
-            except Exception:  # still starting
-                owned = []
-            if len(owned) == workers and group_settled(owned, partitions):
-                return
+        running = list(job.running)  # their reports are refreshed by the driver every 0.25 s
+        owned = [len(worker.report.owned) for worker in running]
+        if len(owned) == workers and group_settled(owned, partitions):
+            return
         time.sleep(0.25)
     raise TimeoutError("the ingest workers did not settle in the consumer group in time")
 
@@ -894,6 +886,8 @@ def local_cluster(args: argparse.Namespace) -> Iterator[Any]:
     from ray._private.utils import get_ray_address_file
     from ray.cluster_utils import Cluster
 
+    from ray_deepsort.stream.broker import free_port
+
     address_file = Path(get_ray_address_file(None))
     previous = address_file.read_text() if address_file.exists() else None
     store = args.object_store_mb * 1024 * 1024
@@ -903,6 +897,8 @@ def local_cluster(args: argparse.Namespace) -> Iterator[Any]:
             "num_cpus": args.head_cpus,
             "object_store_memory": store,
             "include_dashboard": False,
+            # Ray still binds a dashboard port; the default 8265 may be another cluster's.
+            "dashboard_port": free_port(),
         },
     )
     try:
@@ -920,6 +916,9 @@ def local_cluster(args: argparse.Namespace) -> Iterator[Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    # `timeout` / Ctrl-C: unwind, so that the Ray nodes and the broker are shut down and the
+    # Ray address file is put back (a killed Cluster leaves it naming a dead head).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     from ray_deepsort.stream.broker import local_broker
 

@@ -298,8 +298,9 @@ def main() -> None:
         latency = LatencyConsumer(bootstrap, results_topic)
         memory = MemorySeries()
         runner.start()
-        # Wait for the actors before offering load, so start-up is not counted as latency.
-        while not hasattr(job, "consumer") and runner.is_alive():
+        # Wait until the ingest workers own partitions before offering load, so start-up is
+        # not counted as latency.
+        while not job.summary.owned and runner.is_alive():
             time.sleep(0.5)
         latency.start()
         producer.start()

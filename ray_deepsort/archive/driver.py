@@ -240,6 +240,7 @@ class ArchiveConfig:
             frame_rate_from_video=self.frame_rate_from_video,
             reid=self.reid_enabled,
             frames_per_request=self.frames_per_request,
+            max_embed_crops=self.max_embed_crops,
             max_inflight_requests=self.max_inflight_requests,
             chunk_frames=self.chunk_frames,
             mot_results=self.mot_results,

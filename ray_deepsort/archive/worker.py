@@ -46,10 +46,10 @@ from ray_deepsort.io.detections import DetectionTable, FrameDetections, read_det
 from ray_deepsort.io.video import FrameSource
 from ray_deepsort.pipeline.detector import DetectBatchResult
 from ray_deepsort.pipeline.parquet import batch_file_stem
-from ray_deepsort.pipeline.types import EmbedBatchResult, EmbedItem, SourcePosition, TrackRequest
+from ray_deepsort.pipeline.requests import FrameRecord, plan_requests
+from ray_deepsort.pipeline.types import EmbedBatchResult, SourcePosition, TrackRequest
 
 # Lossless and nearly free to encode: the embedder decodes exactly the pixels we decoded.
-IMAGE_FORMAT = ".bmp"
 STAGES = ("decode", "detect", "reid", "association", "write")
 
 
@@ -61,6 +61,7 @@ class WorkerSettings:
     frame_rate_from_video: bool = True
     reid: bool = False
     frames_per_request: int = 8
+    max_embed_crops: int = 256  # crops per embed request (the embedders' coalesced batch)
     max_inflight_requests: int = 4
     chunk_frames: int = 3000
     mot_results: bool = False
@@ -107,15 +108,14 @@ class VideoOutcome:
 @dataclass
 class _Frame:
     index: int
-    image: np.ndarray | None
-    encoded: bytes | None
+    image: np.ndarray | None  # decoded BGR; sent to the embedders as is ("raw")
 
 
 @dataclass
 class _Group:
     frames: list[_Frame]
     detect_ref: Any = None
-    embed_ref: Any = None
+    embed_refs: list[Any] = field(default_factory=list)
     requests: list[TrackRequest] = field(default_factory=list)
     prepared: bool = False
 
@@ -124,13 +124,10 @@ _END = object()
 
 
 class _Prefetcher:
-    """Decodes (and encodes for ReID) frames in a thread, `capacity` frames ahead."""
+    """Decodes frames in a thread, `capacity` frames ahead."""
 
-    def __init__(
-        self, frames: Iterator[tuple[int, np.ndarray | None]], encode: bool, capacity: int
-    ) -> None:
+    def __init__(self, frames: Iterator[tuple[int, np.ndarray | None]], capacity: int) -> None:
         self._frames = frames
-        self._encode = encode
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(capacity, 1))
         self._stop = threading.Event()
         self.seconds = 0.0
@@ -138,8 +135,6 @@ class _Prefetcher:
         self._thread.start()
 
     def _run(self) -> None:
-        import cv2
-
         try:
             while not self._stop.is_set():
                 started = time.perf_counter()
@@ -147,14 +142,8 @@ class _Prefetcher:
                     index, image = next(self._frames)
                 except StopIteration:
                     break
-                encoded = None
-                if self._encode and image is not None:
-                    ok, buffer = cv2.imencode(IMAGE_FORMAT, image)
-                    if not ok:
-                        raise RuntimeError(f"cannot encode frame {index} as {IMAGE_FORMAT}")
-                    encoded = buffer.tobytes()
                 self.seconds += time.perf_counter() - started
-                self._queue.put(_Frame(index, image, encoded))
+                self._queue.put(_Frame(index, image))
         except BaseException as error:  # handed to the consumer thread
             self._queue.put(error)
         finally:
@@ -266,8 +255,8 @@ class VideoWorker:
         self.shard = TrackerShard(params, 0, 1)
         self._report(force=True)
         # Decoding is rarely the bottleneck: two requests' worth of frames ahead is enough, and
-        # keeps memory small for high-resolution video (a 1080p BMP frame is 6 MB).
-        prefetcher = _Prefetcher(source.frames, settings.reid, 2 * settings.frames_per_request)
+        # keeps memory small for high-resolution video (a decoded 1080p frame is 6 MB).
+        prefetcher = _Prefetcher(source.frames, 2 * settings.frames_per_request)
         try:
             self._loop(prefetcher, table)
         finally:
@@ -334,11 +323,8 @@ class VideoWorker:
             head = window.popleft()
             if not head.prepared:
                 self._prepare_detected(head)
-            embedded: list[EmbedBatchResult] = []
-            if head.embed_ref is not None:
-                result: EmbedBatchResult = ray.get(head.embed_ref)
-                self.stage_seconds["reid"] += result.decode_seconds + result.embed_seconds
-                embedded.append(result)
+            embedded: list[EmbedBatchResult] = ray.get(head.embed_refs)
+            self.stage_seconds["reid"] += sum(r.decode_seconds + r.embed_seconds for r in embedded)
             output = self.shard.process(head.requests, embedded)
             self.stage_seconds["association"] += output.track_seconds
             for failure in output.failures:
@@ -368,10 +354,11 @@ class VideoWorker:
         self._prepare(group, per_frame)
 
     def _prepare(self, group: _Group, per_frame: list[FrameDetections]) -> None:
-        """Track requests for every stream of every frame; one ReID request for the group."""
+        """Every stream's frame record of every frame in the group, planned into embed
+        requests (the decoded frames as they are) and track requests (`pipeline.requests`)."""
         source = self.source
         assert source is not None
-        items: list[EmbedItem] = []
+        records: list[FrameRecord] = []
         for frame, detections in zip(group.frames, per_frame, strict=True):
             labels = detections.stream
             if labels is None:  # boxes without a stream label belong to the unnamed stream ""
@@ -383,41 +370,36 @@ class VideoWorker:
                     self._streams.append(name)
             for name in self._streams:
                 mask = None if len(self._streams) == 1 else labels == name
-                xyxy = detections.xyxy if mask is None else detections.xyxy[mask]
-                embed_slot = None
-                if self.settings.reid and len(xyxy) and frame.encoded is not None:
-                    embed_slot = (0, len(items))
-                    items.append(
-                        EmbedItem(
-                            image=frame.encoded,
-                            image_format=IMAGE_FORMAT[1:],
-                            xyxy=xyxy,
-                            width=source.width,
-                            height=source.height,
-                        )
-                    )
-                group.requests.append(
-                    TrackRequest(
+                records.append(
+                    FrameRecord(
                         stream_id=self._stream_id(name),
                         frame_index=frame.index,
                         timestamp=frame.index / source.fps,
-                        xyxy=xyxy,
+                        xyxy=detections.xyxy if mask is None else detections.xyxy[mask],
                         confidence=(
                             detections.confidence if mask is None else detections.confidence[mask]
                         ),
                         class_id=detections.class_id if mask is None else detections.class_id[mask],
                         position=SourcePosition(self.task.item.path, 0, frame.index),
                         frame_shape=(source.height, source.width),
-                        embed_slot=embed_slot,
+                        image=frame.image if self.settings.reid else None,
                     )
                 )
-        if items:
-            embedder = self.embedders[self._next_request() % len(self.embedders)]
-            group.embed_ref = embedder.embed_coalesced.remote(items)
+        plan = plan_requests(
+            records,
+            num_shards=1,
+            num_embedders=len(self.embedders) if self.settings.reid else 0,
+            max_embed_crops=self.settings.max_embed_crops,
+            first_embedder=self._next_request(),
+        )
+        group.requests = plan.track_requests.get(0, [])
+        group.embed_refs = [
+            self.embedders[request.embedder].embed_coalesced.remote(request.items)
+            for request in plan.embed_requests
+        ]
         group.prepared = True
-        for frame in group.frames:  # pixels are no longer needed here
+        for frame in group.frames:  # pixels are no longer needed here (the requests have them)
             frame.image = None
-            frame.encoded = None
 
     def _stream_id(self, name: str) -> str:
         return self.task.key if name == "" else f"{self.task.key}/{name}"

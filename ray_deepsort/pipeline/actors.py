@@ -209,8 +209,8 @@ class TrackerShardActor:
         self._check(incarnation)
         return self.shard.process(requests, embed_results)
 
-    def drop_streams(self, stream_ids: list[str]) -> int:
-        return self.shard.drop_streams(stream_ids)
+    def drop_streams(self, stream_ids: list[str], owner: str | None = None) -> int:
+        return self.shard.drop_streams(stream_ids, owner)
 
     def drop_partitions(self, partitions: list[tuple[str, int]]) -> int:
         return self.shard.drop_partitions(partitions)

@@ -309,10 +309,15 @@ class FrameEmbedder:
         boxes: list[np.ndarray] = []
         slots: list[tuple[int, np.ndarray]] = []
         for i, item in enumerate(items):
-            image = cv2.imdecode(np.frombuffer(item.image, np.uint8), _IMREAD_COLOR)
+            image = _pixels(item.image) if isinstance(item.image, np.ndarray) else None
+            if not isinstance(item.image, np.ndarray):
+                image = cv2.imdecode(np.frombuffer(item.image, np.uint8), _IMREAD_COLOR)
             if image is None:
                 outcomes[i] = EmbedOutcome(
-                    None, f"bad_image: the {item.image_format} does not decode"
+                    None,
+                    "bad_image: raw pixels must be BGR uint8 [H, W, 3]"
+                    if isinstance(item.image, np.ndarray)
+                    else f"bad_image: the {item.image_format} does not decode",
                 )
                 continue
             height, width = image.shape[:2]
@@ -341,3 +346,10 @@ class FrameEmbedder:
             decode_seconds=decoded - started,
             embed_seconds=finished - decoded,
         )
+
+
+def _pixels(image: np.ndarray) -> np.ndarray | None:
+    """A decoded frame as sent ("raw"): BGR uint8 [H, W, 3], else None (a bad image)."""
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or not image.size:
+        return None
+    return image

@@ -20,14 +20,18 @@ def shard_of(stream_id: str, num_shards: int) -> int:
     return zlib.crc32(stream_id.encode("utf-8")) % num_shards
 
 
-def drop_streams(shards: Sequence[Any], stream_ids: Iterable[str]) -> int:
-    """Tell each tracker shard actor to forget the given streams it owns: one call per shard
-    that owns any. Returns how many streams were named."""
+def drop_streams(shards: Sequence[Any], stream_ids: Iterable[str], owner: str | None = None) -> int:
+    """Tell each tracker shard actor to forget the given streams it owns (with `owner`: those
+    whose last frame that owner sent): one call per shard that owns any. Returns how many
+    streams were named."""
     by_shard: dict[int, list[str]] = collections.defaultdict(list)
     for stream_id in sorted(stream_ids):
         by_shard[shard_of(stream_id, len(shards))].append(stream_id)
     for shard, owned in by_shard.items():
-        shards[shard].drop_streams.remote(owned)
+        if owner is None:
+            shards[shard].drop_streams.remote(owned)
+        else:
+            shards[shard].drop_streams.remote(owned, owner)
     return sum(map(len, by_shard.values()))
 
 

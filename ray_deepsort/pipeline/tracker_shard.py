@@ -90,6 +90,7 @@ class TrackerShard:
         self.checkpoints = CheckpointStore(checkpoint_root, fsync) if checkpoint_root else None
         self.restored_through: dict[str, tuple[str, int, int]] = {}  # stream -> checkpoint pos
         self.partition_of: dict[str, tuple[str, int]] = {}  # stream -> (topic, partition) last
+        self.owner_of: dict[str, str] = {}  # stream -> who sent its last frame
         self.frames_tracked = 0
         self.frames_skipped = 0
 
@@ -111,6 +112,7 @@ class TrackerShard:
                 request.position.source,
                 request.position.partition,
             )
+            self.owner_of[request.stream_id] = request.owner
             if request.restore:
                 self._restore(request)
             if self._already_included(request):
@@ -229,13 +231,20 @@ class TrackerShard:
             reason=reason,
         )
 
-    def drop_streams(self, stream_ids: Sequence[str]) -> int:
-        """Forget streams whose input moved elsewhere; returns how many were known."""
+    def drop_streams(self, stream_ids: Sequence[str], owner: str | None = None) -> int:
+        """Forget streams whose input moved elsewhere; returns how many were known.
+
+        With `owner`, only streams whose last frame that owner sent: another owner may have
+        taken one over (and restored it) before this drop arrived.
+        """
+        if owner is not None:
+            stream_ids = [sid for sid in stream_ids if self.owner_of.get(sid, owner) == owner]
         known = [sid for sid in stream_ids if sid in self.registry]
         self.registry.drop(known)
         for stream_id in stream_ids:
             self.restored_through.pop(stream_id, None)
             self.partition_of.pop(stream_id, None)
+            self.owner_of.pop(stream_id, None)
         return len(known)
 
     def drop_partitions(self, partitions: Sequence[tuple[str, int]]) -> int:

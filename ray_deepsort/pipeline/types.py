@@ -18,9 +18,14 @@ class SourcePosition:
 
 @dataclass(frozen=True, eq=False)
 class EmbedItem:
-    """One frame for an embedder: the encoded image and the boxes to embed."""
+    """One frame for an embedder: the image and the boxes to embed.
 
-    image: bytes
+    `image` is the encoded image (JPEG, PNG, ... as `image_format` names it), or the decoded
+    BGR uint8 array [H, W, 3] with `image_format` "raw": a process that decoded the frame
+    already (the archive's video workers) sends the pixels instead of encoding them again.
+    """
+
+    image: bytes | np.ndarray
     image_format: str
     xyxy: np.ndarray  # float32 [N, 4]
     width: int | None = None  # declared size; a decoded image of another size is an error
@@ -67,6 +72,9 @@ class TrackRequest:
     # The stream's state is in checkpoint storage (restored after a restart, or evicted while
     # idle): the shard loads it from there before tracking this frame.
     restore: bool = False
+    # Who sends the stream's frames (an ingest worker's token): a previous owner's late drop
+    # never removes the state a new owner has restored on the same shard.
+    owner: str = ""
 
 
 @dataclass(frozen=True, eq=False)

@@ -16,20 +16,14 @@ Batches finish in order: `pop_ready` hands out the oldest once all its shard cal
 from __future__ import annotations
 
 import collections
-import heapq
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ray_deepsort.pipeline.sharding import shard_of
-from ray_deepsort.pipeline.types import (
-    EmbedItem,
-    FrameResult,
-    ShardOutput,
-    SourcePosition,
-    TrackRequest,
-)
+from ray_deepsort.pipeline.requests import FrameRecord, plan_requests
+from ray_deepsort.pipeline.types import FrameResult, ShardOutput, SourcePosition
 from ray_deepsort.stream.config import StreamConfig
 from ray_deepsort.stream.kafka_clients import partition_of, topic_partition
 from ray_deepsort.stream.ledger import PartitionLedger
@@ -144,6 +138,7 @@ class BatchWindow:
         self.records_seen = 0  # new records submitted (replayed ones are not)
         self.embed_requests = 0
         self.embed_crops = 0
+        self.owner = uuid.uuid4().hex  # this ingest worker, on every frame it sends a shard
 
     def submit(self, records: list[Any], polled_at: float) -> Batch:
         """Decode `records` (polled at monotonic `polled_at`) and send their frames to the
@@ -205,86 +200,45 @@ class BatchWindow:
 
     def _track(self, frames: list[tuple[Any, FrameMessage]]) -> list[Any]:
         """One `process` call per shard with its frames in order (and the embed requests they
-        need); returns the calls' refs."""
-        embed_refs, slots = self._embed(frames)
-        per_shard: dict[int, list[TrackRequest]] = collections.defaultdict(list)
-        shard_embed_refs: dict[int, list[int]] = collections.defaultdict(list)
-        num_shards = len(self.pool.shards)
-        for i, (record, frame) in enumerate(frames):
-            shard = shard_of(frame.stream_id, num_shards)
-            embed_slot = None
-            if i in slots:
-                request_id, position = slots[i]
-                used = shard_embed_refs[shard]
-                if request_id not in used:
-                    used.append(request_id)
-                embed_slot = (used.index(request_id), position)
-            per_shard[shard].append(
-                TrackRequest(
-                    stream_id=frame.stream_id,
-                    frame_index=frame.frame_index,
-                    timestamp=frame.timestamp,
-                    xyxy=frame.xyxy,
-                    confidence=frame.confidence,
-                    class_id=frame.class_id,
-                    position=SourcePosition(record.topic, record.partition, record.offset),
-                    frame_shape=None if frame.width is None else (frame.height, frame.width),
-                    embeddings=frame.embeddings,
-                    embed_slot=embed_slot,
-                    restore=self.checkpoint.take_restore(frame.stream_id),
-                )
-            )
+        need, planned by `pipeline.requests`); returns the calls' refs."""
+        embedders = self.pool.embedders if self.config.reid_enabled else []
+        plan = plan_requests(
+            [self._record(record, frame) for record, frame in frames],
+            num_shards=len(self.pool.shards),
+            num_embedders=len(embedders),
+            max_embed_crops=self.config.batch.max_embed_crops,
+        )
+        embed_refs = [
+            embedders[request.embedder].embed_coalesced.remote(request.items)
+            for request in plan.embed_requests
+        ]
+        self.embed_requests += len(plan.embed_requests)
+        self.embed_crops += sum(request.crops for request in plan.embed_requests)
         return [
             self.pool.shards[shard].process.remote(
                 self.pool.shard_incarnations[shard],
                 requests,
-                *[embed_refs[r] for r in shard_embed_refs[shard]],
+                *[embed_refs[r] for r in plan.embed_inputs[shard]],
             )
-            for shard, requests in sorted(per_shard.items())
+            for shard, requests in plan.track_requests.items()
         ]
 
-    def _embed(
-        self, frames: list[tuple[Any, FrameMessage]]
-    ) -> tuple[list[Any], dict[int, tuple[int, int]]]:
-        """Group frames that need ReID into requests of <= max_embed_crops crops, least-loaded
-        embedder first; returns the request refs and frame -> (request, position)."""
-        if not self.config.reid_enabled or not self.pool.embedders:
-            return [], {}
-        limit = self.config.batch.max_embed_crops
-        requests: list[list[int]] = []
-        crops: list[int] = []
-        for i, (_, frame) in enumerate(frames):
-            if frame.embeddings is not None or frame.image is None or frame.num_detections == 0:
-                continue
-            if not requests or (crops[-1] + frame.num_detections > limit and requests[-1]):
-                requests.append([])
-                crops.append(0)
-            requests[-1].append(i)
-            crops[-1] += frame.num_detections
-        load = [(0, k) for k in range(len(self.pool.embedders))]
-        heapq.heapify(load)
-        refs = []
-        slots: dict[int, tuple[int, int]] = {}
-        for request_id, members in enumerate(requests):
-            busy, embedder = heapq.heappop(load)
-            items = []
-            for position, i in enumerate(members):
-                frame = frames[i][1]
-                items.append(
-                    EmbedItem(
-                        image=frame.image or b"",
-                        image_format=frame.image_format,
-                        xyxy=frame.xyxy,
-                        width=frame.width,
-                        height=frame.height,
-                    )
-                )
-                slots[i] = (request_id, position)
-            refs.append(self.pool.embedders[embedder].embed_coalesced.remote(items))
-            heapq.heappush(load, (busy + crops[request_id], embedder))
-            self.embed_requests += 1
-            self.embed_crops += crops[request_id]
-        return refs, slots
+    def _record(self, record: Any, frame: FrameMessage) -> FrameRecord:
+        return FrameRecord(
+            stream_id=frame.stream_id,
+            frame_index=frame.frame_index,
+            timestamp=frame.timestamp,
+            xyxy=frame.xyxy,
+            confidence=frame.confidence,
+            class_id=frame.class_id,
+            position=SourcePosition(record.topic, record.partition, record.offset),
+            frame_shape=None if frame.width is None else (frame.height, frame.width),
+            image=frame.image,
+            image_format=frame.image_format,
+            embeddings=frame.embeddings,
+            restore=self.checkpoint.take_restore(frame.stream_id),
+            owner=self.owner,
+        )
 
     def crops_per_request(self) -> float:
         return self.embed_crops / self.embed_requests if self.embed_requests else 0.0

@@ -52,9 +52,10 @@ class IngestWorkerActor:
     def run(self, pool: JobActors) -> dict[str, Any]:
         return self.worker.run(pool).to_dict()
 
-    def status(self) -> tuple[dict[str, Any], bool]:
-        """The summary so far and whether the worker is idle."""
-        summary, idle = self.worker.status()
+    def status(self, job_committed: dict[str, int]) -> tuple[dict[str, Any], bool]:
+        """The summary so far and whether the worker is idle; learns what the job's workers
+        committed."""
+        summary, idle = self.worker.status(job_committed)
         return summary.to_dict(), idle
 
     def request_stop(self) -> None:

@@ -269,7 +269,7 @@ class StreamJob:
         import ray
 
         try:
-            report, _ = ray.get(worker.actor.status.remote(), timeout=STATUS_INTERVAL_S * 20)
+            report, _ = ray.get(worker.actor.status.remote({}), timeout=STATUS_INTERVAL_S * 20)
             worker.report = JobSummary.from_dict(report)
         except Exception as error:  # keep the last report
             logger.warning("no last summary from ingest worker %d: %s", worker.index, error)
@@ -279,7 +279,8 @@ class StreamJob:
         import ray
 
         running = self.running
-        refs = {worker.actor.status.remote(): worker for worker in running}
+        committed = dict(self.summary.committed)
+        refs = {worker.actor.status.remote(committed): worker for worker in running}
         answered, _ = ray.wait(list(refs), num_returns=len(refs), timeout=STATUS_INTERVAL_S)
         for ref in answered:
             try:

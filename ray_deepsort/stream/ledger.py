@@ -12,6 +12,9 @@ positions, so they live together instead of in separate dicts:
   yet), what the `OffsetCommitter` commits.
 - `committed`: what this job committed, or found committed when it took the partition over.
   A broker whose committed offset falls behind it lost its state (`reclaim`).
+- `job_committed`: what the job's other ingest workers committed ("topic:partition" -> offset;
+  the driver passes it on), so a broker that lost its state is noticed in a partition this
+  worker takes over from another one too.
 - `started`: where this run first took each partition over (its committed offset then, or
   where the consumer was reset to): records from there up to `committed` are done.
 
@@ -44,6 +47,7 @@ class PartitionLedger:
         self.pending: dict[Any, int] = {}
         self.committed: dict[Any, int] = {}
         self.started: dict[Any, int] = {}
+        self.job_committed: dict[str, int] = {}
 
     # ------------------------------------------------------------------ records
     def accept(self, tp: Any, offset: int) -> bool:
@@ -107,14 +111,16 @@ class PartitionLedger:
         return {partition_label(tp): o for tp, o in self.started.items()}
 
     def reclaim(self, tp: Any, broker_offset: int | None) -> int | None:
-        """This job's own committed offset of `tp` if the broker's went back behind it (the
-        offset is then queued to be committed again), else None.
+        """This job's own committed offset of `tp` (this worker's, or another worker's of the
+        job) if the broker's went back behind it (the offset is then queued to be committed
+        again), else None.
 
         While the job runs, no one else can move a committed offset backwards (resetting a
         group's offsets needs an empty group), so the broker lost its state: restarted without
         persistent storage (like the bundled test broker) or restored from an older copy.
         """
-        ours = self.committed.get(tp)
+        known = [self.committed.get(tp), self.job_committed.get(partition_label(tp))]
+        ours = max((offset for offset in known if offset is not None), default=None)
         if ours is None or (broker_offset is not None and broker_offset >= ours):
             return None
         self.pending.setdefault(tp, ours)  # the broker gets the offset back

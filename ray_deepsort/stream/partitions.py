@@ -101,7 +101,7 @@ class PartitionAssignments:
         """Forget `lost` partitions: in-flight results, offsets, checkpoint state, their streams."""
         self.batches.revoke(lost)
         dropped = self.ledger.forget(lost)
-        drop_streams(self.pool.shards, dropped)
+        drop_streams(self.pool.shards, dropped, self.batches.owner)
         self.checkpoint.forget(lost, dropped)
 
     def assign(self, gained: set[Any]) -> set[Any]:

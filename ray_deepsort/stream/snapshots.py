@@ -91,7 +91,7 @@ class CheckpointCoordinator:
     ) -> None:
         self.config = config
         self.pool = pool
-        self.summary = summary  # `checkpoints` and `streams_evicted` are counted here
+        self.summary = summary  # checkpoints, restores, replays and evictions are counted here
         self._get = get
         self.store: CheckpointStore | None = None
         if config.checkpoint.enabled:
@@ -152,10 +152,12 @@ class CheckpointCoordinator:
             manifest.offset,
             committed,
         )
+        self.summary.streams_restored += len(manifest.streams)
         replay_from = None
         if manifest.offset < committed:
             replay_from = manifest.offset
             self.replay_below[tp] = int(committed)
+            self.summary.records_replayed += int(committed) - manifest.offset
         return Restored(list(manifest.streams), replay_from)
 
     def _read_manifest(self, tp: Any) -> PartitionManifest | None:

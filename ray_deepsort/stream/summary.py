@@ -47,6 +47,8 @@ class JobSummary:
     checkpoints: int = 0  # partition checkpoints (manifests) written
     actor_recoveries: int = 0  # rebuilds after a tracker shard died (or an embed failed for good)
     streams_evicted: int = 0  # idle streams moved out of memory (checkpoint.evict_idle_s)
+    streams_restored: int = 0  # streams of partitions taken over restored from checkpoints
+    records_replayed: int = 0  # committed records read again to rebuild restored state
     handoffs: int = 0  # rebalances that finished and committed the batches in flight first
     produce_retries: int = 0  # produce attempts repeated after a failure (broker outage)
     commit_failures: int = 0  # offset commits that failed (retried later)
@@ -90,6 +92,8 @@ _SUMMED = (
     "checkpoints",
     "actor_recoveries",
     "streams_evicted",
+    "streams_restored",
+    "records_replayed",
     "handoffs",
     "produce_retries",
     "commit_failures",

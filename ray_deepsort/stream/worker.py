@@ -107,9 +107,12 @@ class PartitionWorker:
         """The batches submitted and not finished yet, oldest first."""
         return self.batches.inflight
 
-    def status(self) -> tuple[JobSummary, bool]:
+    def status(self, job_committed: dict[str, int] | None = None) -> tuple[JobSummary, bool]:
         """A copy of the summary so far and whether this worker is idle (safe to call from
-        another thread while `run_until_stopped` runs)."""
+        another thread while `run_until_stopped` runs). `job_committed`: the offsets every
+        worker of the job committed (`PartitionLedger.job_committed`)."""
+        if job_committed is not None and hasattr(self, "ledger"):
+            self.ledger.job_committed = dict(job_committed)  # replaced whole: no torn reads
         for _ in range(10):
             try:  # the run thread may resize a dict meanwhile
                 summary = JobSummary.from_dict(self.summary.to_dict())

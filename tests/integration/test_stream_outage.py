@@ -1,5 +1,5 @@
 """Broker outage: the bundled broker is stopped (mid-produce, then while the job idles) and
-started again on the same port; the job survives both and resumes by itself.
+started again on the same port; the job (2 ingest workers) survives both and resumes by itself.
 
 The bundled broker keeps everything in memory, so a restart loses the topics, the records and
 the committed offsets. The job notices that the broker's committed offsets went back behind its
@@ -101,6 +101,7 @@ def test_job_survives_broker_restarts(
         "job.broker_timeout_s=60",
         f"kafka.consumer={_toml(fast)}",
         f"kafka.producer={_toml(fast)}",
+        "actors.ingest_workers=2",
     )
     job = StreamJob(
         config,

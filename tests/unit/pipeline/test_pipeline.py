@@ -232,6 +232,25 @@ def test_frame_embedder_batches_frames_and_reports_bad_images() -> None:
     assert "header says 81x60" in wrong_size.error
 
 
+def test_frame_embedder_takes_decoded_pixels_as_they_are() -> None:
+    """The archive sends decoded frames ("raw"): the same embeddings as the encoded image, no
+    encode/decode round trip; an array that is not BGR uint8 is a bad image."""
+    frame = np.random.default_rng(3).integers(0, 255, (60, 80, 3), dtype=np.uint8)
+    boxes = np.array([[0, 0, 20, 20], [30, 10, 70, 50]], np.float32)
+    embedder = FrameEmbedder(MeanColourModel())
+    raw, encoded, grey, floats = embedder.embed(
+        [
+            EmbedItem(frame, "raw", boxes, 80, 60),
+            EmbedItem(_jpeg(frame), "png", boxes, 80, 60),
+            EmbedItem(frame[..., 0], "raw", boxes, 80, 60),
+            EmbedItem(frame.astype(np.float32), "raw", boxes, 80, 60),
+        ]
+    ).outcomes
+    np.testing.assert_array_equal(raw.embeddings, encoded.embeddings)  # PNG is lossless
+    assert grey.error is not None and grey.error.startswith("bad_image")
+    assert floats.error is not None and floats.error.startswith("bad_image")
+
+
 @pytest.mark.slow
 def test_frame_embedder_with_reid_model_matches_tracker_embedding() -> None:
     model = load_reid_model(ModelChoice(device="cpu", input_size=(64, 32)))
@@ -596,3 +615,16 @@ def test_plan_actors_counts_ingest_workers() -> None:
         plan_actors(
             {"CPU": 4.0}, reid_enabled=True, num_shards=2, ingest_workers=3, ingest_num_cpus=1.0
         )
+
+
+def test_a_previous_owners_late_drop_leaves_the_new_owners_state() -> None:
+    """Ingest workers share shards: worker A's drop of a partition it lost can arrive after
+    worker B took the stream over; only A's own streams go."""
+    shard = TrackerShard(PARAMS, 0, 1)
+    det = _scene().detections(0)
+    shard.process([dataclasses.replace(_request("a", 0, det), owner="A")])
+    shard.process([dataclasses.replace(_request("b", 0, det), owner="A")])
+    shard.process([dataclasses.replace(_request("a", 1, det), owner="B")])  # B took "a" over
+    assert shard.drop_streams(["a", "b"], owner="A") == 1
+    assert "a" in shard.registry and "b" not in shard.registry
+    assert shard.drop_streams(["a"]) == 1  # without an owner: whoever sent it

@@ -79,3 +79,20 @@ def test_merge_adds_counters_and_keeps_each_partition_widest() -> None:
     assert job.processing_s == 3.0  # workers ran side by side
     assert (job.stop_reason, job.ingest_restarts) == ("stop requested", 1)  # the driver's own
     assert JobSummary.from_dict(job.to_dict()) == job
+
+
+def test_a_partition_taken_over_from_another_worker_notices_a_broker_that_lost_its_state() -> None:
+    """The driver passes every worker's committed offsets on: a worker that takes a partition
+    over from another one, after the broker lost its offsets, resumes at the job's offset."""
+    from kafka.structs import TopicPartition
+
+    from ray_deepsort.stream.ledger import PartitionLedger
+
+    tp = TopicPartition("frames", 1)
+    ledger = PartitionLedger()
+    assert ledger.reclaim(tp, None) is None  # nothing known: the broker's word goes
+    ledger.job_committed = {"frames:1": 32, "frames:0": 7}
+    assert ledger.reclaim(tp, 40) is None  # the broker is ahead: a normal takeover
+    assert ledger.reclaim(tp, None) == 32 and ledger.pending == {tp: 32}
+    ledger.committed[tp] = 50  # this worker's own offset, newer than the job's view
+    assert ledger.reclaim(tp, 10) == 50
