@@ -21,7 +21,6 @@ import tempfile
 import threading
 import time
 import zlib
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,9 +44,10 @@ from ray_deepsort.archive.output import (
 from ray_deepsort.io.detections import DetectionTable, FrameDetections, read_detection_table
 from ray_deepsort.io.video import FrameSource
 from ray_deepsort.pipeline.detector import DetectBatchResult
+from ray_deepsort.pipeline.inflight import InflightWindow
 from ray_deepsort.pipeline.parquet import batch_file_stem
 from ray_deepsort.pipeline.requests import FrameRecord, plan_requests
-from ray_deepsort.pipeline.types import EmbedBatchResult, SourcePosition, TrackRequest
+from ray_deepsort.pipeline.types import SourcePosition, TrackRequest
 
 # Lossless and nearly free to encode: the embedder decodes exactly the pixels we decoded.
 STAGES = ("decode", "detect", "reid", "association", "write")
@@ -291,10 +291,13 @@ class VideoWorker:
         import ray
 
         settings = self.settings
-        window: deque[_Group] = deque()
+        # Groups finish in order once their embeddings are back (`pipeline.inflight`).
+        window: InflightWindow[_Group] = InflightWindow(
+            settings.max_inflight_requests, lambda group: group.embed_refs
+        )
         finished = False
         while True:
-            while not finished and len(window) < settings.max_inflight_requests:
+            while not finished and not window.full:
                 frames = prefetcher.take(settings.frames_per_request)
                 if not frames:
                     finished = True
@@ -320,10 +323,12 @@ class VideoWorker:
                 for group in waiting:
                     if group.detect_ref in done:
                         self._prepare_detected(group)
-            head = window.popleft()
-            if not head.prepared:
-                self._prepare_detected(head)
-            embedded: list[EmbedBatchResult] = ray.get(head.embed_refs)
+            head = window.head()
+            if head is not None and not head.prepared:
+                self._prepare_detected(head)  # its embed requests go out now
+            popped = window.pop_ready(block=True)
+            assert popped is not None  # the window holds a group
+            head, embedded = popped
             self.stage_seconds["reid"] += sum(r.decode_seconds + r.embed_seconds for r in embedded)
             output = self.shard.process(head.requests, embedded)
             self.stage_seconds["association"] += output.track_seconds

@@ -15,13 +15,13 @@ Batches finish in order: `pop_ready` hands out the oldest once all its shard cal
 
 from __future__ import annotations
 
-import collections
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ray_deepsort.pipeline.inflight import InflightWindow, ray_get, ray_wait
 from ray_deepsort.pipeline.requests import FrameRecord, plan_requests
 from ray_deepsort.pipeline.types import FrameResult, ShardOutput, SourcePosition
 from ray_deepsort.stream.config import StreamConfig
@@ -35,26 +35,12 @@ if TYPE_CHECKING:
     from ray_deepsort.pipeline.actors import JobActors
 
 
-def _ray_wait(
-    refs: list[Any], num_returns: int, timeout: float | None
-) -> tuple[list[Any], list[Any]]:
-    import ray
-
-    return ray.wait(refs, num_returns=num_returns, timeout=timeout)
-
-
-def _ray_get(refs: list[Any]) -> list[Any]:
-    import ray
-
-    return ray.get(refs)
-
-
 @dataclass(frozen=True)
 class RayCalls:
     """How the driver waits for and fetches actor results: Ray's, or a unit test's stand-ins."""
 
-    wait: Callable[[list[Any], int, float | None], tuple[list[Any], list[Any]]] = _ray_wait
-    get: Callable[[list[Any]], list[Any]] = _ray_get
+    wait: Callable[[list[Any], int, float | None], tuple[list[Any], list[Any]]] = ray_wait
+    get: Callable[[list[Any]], list[Any]] = ray_get
 
 
 @dataclass
@@ -133,7 +119,12 @@ class BatchWindow:
         self.checkpoint = checkpoint
         self.ledger = ledger  # the streams seen per partition are recorded there
         self.ray_calls = ray_calls
-        self.inflight: collections.deque[Batch] = collections.deque()
+        self.inflight: InflightWindow[Batch] = InflightWindow(
+            config.batch.max_inflight_batches,
+            lambda batch: batch.shard_refs,
+            ray_calls.wait,
+            ray_calls.get,
+        )
         self.submitted = 0  # batch ids; dropped batches are polled again and not counted
         self.records_seen = 0  # new records submitted (replayed ones are not)
         self.embed_requests = 0
@@ -253,16 +244,7 @@ class BatchWindow:
         A dead shard raises here, before anything of the batch is written: it stays in flight
         for the driver's actor recovery.
         """
-        if not self.inflight:
-            return None
-        head = self.inflight[0]
-        if head.shard_refs:
-            wait_timeout = None if block else (timeout or 0)
-            ready, _ = self.ray_calls.wait(head.shard_refs, len(head.shard_refs), wait_timeout)
-            if len(ready) < len(head.shard_refs):
-                return None
-        outputs: list[ShardOutput] = self.ray_calls.get(head.shard_refs)
-        return self.inflight.popleft(), outputs
+        return self.inflight.pop_ready(block, timeout)
 
     def revoke(self, lost: set[Any]) -> None:
         """`lost` partitions were revoked: their results in flight must not be written even if
@@ -273,8 +255,7 @@ class BatchWindow:
     def drop_all(self) -> list[Batch]:
         """Forget every batch in flight (an actor failed): they are polled again, so neither
         they nor their records count as submitted."""
-        dropped = list(self.inflight)
-        self.inflight.clear()
+        dropped = self.inflight.clear()
         self.submitted -= len(dropped)
         self.records_seen -= sum(batch.consumed for batch in dropped)
         return dropped

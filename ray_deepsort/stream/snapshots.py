@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ray_deepsort.pipeline.inflight import ray_get
 from ray_deepsort.pipeline.sharding import drop_streams, shard_of
 from ray_deepsort.pipeline.state_store import CheckpointError, CheckpointStore, PartitionManifest
 from ray_deepsort.pipeline.tracker_shard import CheckpointRestoreError
@@ -69,12 +70,6 @@ class Restored:
     replay_from: int | None  # where the consumer goes back to rebuild state; None: no replay
 
 
-def _ray_get(refs: list[Any]) -> list[Any]:
-    import ray
-
-    return ray.get(refs)
-
-
 class CheckpointCoordinator:
     """Checkpoint bookkeeping of one `StreamJob` run; the driver calls it at each step.
 
@@ -87,7 +82,7 @@ class CheckpointCoordinator:
         config: StreamConfig,
         pool: JobActors,
         summary: JobSummary,
-        get: Callable[[list[Any]], list[Any]] = _ray_get,
+        get: Callable[[list[Any]], list[Any]] = ray_get,
     ) -> None:
         self.config = config
         self.pool = pool

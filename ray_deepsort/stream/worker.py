@@ -31,13 +31,13 @@ offsets (restarted without storage) this job's own offsets win (docs/streaming.m
 
 from __future__ import annotations
 
-import collections
 import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ray_deepsort.pipeline.inflight import InflightWindow
 from ray_deepsort.pipeline.tracker_shard import CheckpointRestoreError, checkpoint_restore_error
 from ray_deepsort.pipeline.types import ShardOutput
 from ray_deepsort.stream.batches import Batch, BatchWindow, RayCalls, first_offsets
@@ -103,7 +103,7 @@ class PartitionWorker:
         return self.ledger.owned
 
     @property
-    def inflight(self) -> collections.deque[Batch]:
+    def inflight(self) -> InflightWindow[Batch]:
         """The batches submitted and not finished yet, oldest first."""
         return self.batches.inflight
 
@@ -121,10 +121,13 @@ class PartitionWorker:
                 continue
         else:
             summary = JobSummary(output_path=self.summary.output_path)
-        if hasattr(self, "progress"):
-            summary.inflight = len(self.batches.inflight)
-            self.progress.measure_process(summary)
-        return summary, hasattr(self, "idle") and self.idle.idle
+        # `open` may be building the pieces meanwhile: each is read only once it exists.
+        if (batches := getattr(self, "batches", None)) is not None:
+            summary.inflight = len(batches.inflight)
+        if (progress := getattr(self, "progress", None)) is not None:
+            progress.measure_process(summary)
+        idle = getattr(self, "idle", None)
+        return summary, idle is not None and idle.idle
 
     def run(self, pool: JobActors) -> JobSummary:
         """Open on the job's actors, process until stopped (or failed), close; the summary."""
@@ -253,9 +256,8 @@ class PartitionWorker:
             if cfg.job.stop_after_batches and self.batches.submitted >= cfg.job.stop_after_batches:
                 return f"stop_after_batches={cfg.job.stop_after_batches}"
             self.idle.too_long(busy=bool(inflight))  # the driver stops idle workers
-            full = len(inflight) >= cfg.batch.max_inflight_batches
-            self._finish_ready(block=full)
-            if len(inflight) >= cfg.batch.max_inflight_batches:
+            self._finish_ready(block=inflight.full)
+            if inflight.full:
                 continue
             records = self.partitions.accept(self._poll_batch())
             if records:

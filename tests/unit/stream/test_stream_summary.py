@@ -96,3 +96,13 @@ def test_a_partition_taken_over_from_another_worker_notices_a_broker_that_lost_i
     assert ledger.reclaim(tp, None) == 32 and ledger.pending == {tp: 32}
     ledger.committed[tp] = 50  # this worker's own offset, newer than the job's view
     assert ledger.reclaim(tp, 10) == 50
+
+
+def test_status_answers_before_and_while_the_worker_opens(tmp_path) -> None:
+    """The driver asks for a status at any time, also before `open` built every piece."""
+    from ray_deepsort.stream.config import load_config
+    from ray_deepsort.stream.worker import PartitionWorker
+
+    worker = PartitionWorker(load_config(None, [f'output.path="{tmp_path}"']))
+    summary, idle = worker.status({"frames:0": 3})
+    assert (summary.frames, summary.inflight, idle) == (0, 0, False)
