@@ -80,7 +80,7 @@ class PartitionAssignments:
         if lost:
             logger.warning("partitions revoked: %s", sorted(map(str, lost)))
             self.revoke(lost)
-        reseeked = self.assign(gained) if gained else set()
+        reseeked = self.assign(gained, _first_offsets(records)) if gained else set()
         kept_through = (fences.rebalanced & owned & current) - lost
         if kept_through:
             self._resume_kept(kept_through)
@@ -104,9 +104,13 @@ class PartitionAssignments:
         drop_streams(self.pool.shards, dropped, self.batches.owner)
         self.checkpoint.forget(lost, dropped)
 
-    def assign(self, gained: set[Any]) -> set[Any]:
+    def assign(self, gained: set[Any], fetched: dict[Any, int] | None = None) -> set[Any]:
         """Take over `gained` partitions at their committed offsets: remove uncommitted files,
-        restore checkpointed streams. Returns the partitions sent back to replay a checkpoint."""
+        restore checkpointed streams. Returns the partitions sent back to replay a checkpoint.
+
+        `fetched`: the first offset of each partition among records the poll that brought the
+        assignment returned already (the consumer's position is past them, but they are this
+        run's first records of the partition)."""
         reseeked: set[Any] = set()
         self.idle.assigned()
         # Streams a previous owner left on the shards (it died before it could drop them).
@@ -118,7 +122,12 @@ class PartitionAssignments:
                 committed = ours  # keep this job's output and state at and above it
                 self.consumer.seek(tp, ours)
                 self.ledger.seek(tp, ours)  # re-published records below it are skipped
-            start = self._reset_position(tp) if committed is None else int(committed)
+            if committed is not None:
+                start = int(committed)
+            elif fetched and tp in fetched:
+                start = fetched[tp]
+            else:
+                start = self._reset_position(tp)
             self.ledger.taken_over(tp, start)
             self.summary.started = self.ledger.started_labels()
             removed = self.sink.remove_uncommitted(tp, start)
@@ -179,3 +188,12 @@ class PartitionAssignments:
         if ours is not None:
             self.summary.broker_resets += 1
         return ours
+
+
+def _first_offsets(records: list[Any]) -> dict[Any, int]:
+    """The lowest offset of each partition among `records`."""
+    first: dict[Any, int] = {}
+    for record in records:
+        tp = topic_partition(record.topic, record.partition)
+        first[tp] = min(first.get(tp, record.offset), record.offset)
+    return first

@@ -50,6 +50,24 @@ def test_without_committed_offset_only_files_the_run_rewrites_are_removed(tmp_pa
     assert job.summary.leftovers_removed == 4
 
 
+def test_a_partition_assigned_with_records_in_the_same_poll_starts_at_the_first_of_them(
+    tmp_path: Path,
+) -> None:
+    """Without a committed offset, the consumer's position is already past the records the
+    assigning poll returned: the run starts at the first of them (its files are rewritten, and
+    `job.expected_frames` counts them)."""
+    consumer = FakeConsumer({P0: None})
+    consumer.start_positions[P0] = 3  # past the three records fetched below
+    job = make_job(tmp_path, consumer)
+    writer = job.sink.writer
+    write_result_file(writer, 0, 0)
+    consumer.assigned = {P0}
+    kept = job.partitions.accept([frame_record(0, offset) for offset in range(3)])
+    assert [record.offset for record in kept] == [0, 1, 2]
+    assert job.summary.started == {"frames:0": 0}
+    assert not writer.files()  # offset 0 is rewritten by this run
+
+
 def test_refetched_and_foreign_records_are_dropped(tmp_path: Path) -> None:
     consumer = FakeConsumer({})
     job = make_job(tmp_path, consumer)
