@@ -1,6 +1,7 @@
 """Mutation testing of the tracker core and the stream batch path with mutmut: the kill rate.
 
     .venv/bin/python benchmarks/mutation.py [--scope core|stream|all] [--keep DIR]
+    .venv/bin/python benchmarks/mutation.py --mutants "ray_deepsort.core.boxes*"   # some modules
 
 mutmut (a `dev` extra) makes small changes to the code (flip a comparison, change a constant,
 drop a call...) one at a time and runs the tests that reach the changed function; a change no
@@ -47,6 +48,7 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
             "tests/unit/core/test_nn_matching.py",
             "tests/unit/core/test_golden_tracks.py",
             "tests/unit/core/test_detections.py",
+            "tests/unit/core/test_boxes.py",
         ],
     ),
     "stream": (
@@ -77,18 +79,25 @@ IMPORT_TIME = (
     "ray_deepsort.core.parameters.x__config_class",
     "ray_deepsort.core.parameters.x_tracker_parameters",
 )
+# A `reshape` dimension -1 changed to another negative number: numpy infers any negative one.
+_NEGATIVE_RESHAPE = re.compile(r"(reshape\((?:[^()]*, )?)-\d+")
 _STRING = re.compile(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'")
 
 
 def survivor_kind(mutant: str, changed: list[str]) -> str:
-    """ "import time", "message text" (only string literals differ: error and log wording) or
-    "behaviour" (a test could notice it; or an equivalent mutant to list in EQUIVALENT)."""
+    """ "import time", "message text" (only string literals differ: error and log wording),
+    "equivalent" (a change numpy cannot tell apart, such as `reshape(-2, 4)` for
+    `reshape(-1, 4)`) or "behaviour" (a test could notice it; or an equivalent mutant to list
+    in EQUIVALENT)."""
     if mutant.startswith(IMPORT_TIME):
         return "import time"
     removed = [_STRING.sub('""', line[1:]).strip() for line in changed if line.startswith("-")]
     added = [_STRING.sub('""', line[1:]).strip() for line in changed if line.startswith("+")]
     if removed and removed == added:
         return "message text"
+    negative = [_NEGATIVE_RESHAPE.sub(r"\g<1>-1", line) for line in added]
+    if removed and negative == removed:
+        return "equivalent"
     return "behaviour"
 
 
@@ -158,8 +167,9 @@ def report(tree: Path, env: dict[str, str], title: str) -> None:
             f"| {counts['not checked']} | {other} |"
         )
     killed = sum(c["killed"] for c in per_module.values())
-    equivalent = sum(1 for m in survivors if m in EQUIVALENT)
-    by_kind = Counter(kinds[m] for m in survivors if m not in EQUIVALENT)
+    excluded = {m for m in survivors if m in EQUIVALENT or kinds[m] == "equivalent"}
+    equivalent = len(excluded)
+    by_kind = Counter(kinds[m] for m in survivors if m not in excluded)
     judged = killed + len(survivors) - equivalent
     behaviour = killed + by_kind["behaviour"]
     print(
@@ -184,6 +194,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--report", type=Path, help="only report on the run kept in DIR (finished or not)"
     )
+    parser.add_argument(
+        "--mutants",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help='run only these mutants (mutmut names, wildcards allowed: "ray_deepsort.core.boxes*")',
+    )
     args = parser.parse_args(argv)
     if args.report is not None:
         report(args.report, dict(os.environ), f"mutmut run in {args.report}")
@@ -205,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         log_path = tree / "mutmut-run.log"
         with open(log_path, "w") as log:
             run = subprocess.run(
-                [MUTMUT, "run", "--max-children", str(args.max_children)],
+                [MUTMUT, "run", "--max-children", str(args.max_children), *args.mutants],
                 cwd=tree,
                 env=env,
                 stdout=log,
