@@ -70,7 +70,24 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
 }
 
 # Surviving mutants judged unable to change behaviour: name -> why. Re-judge after each run.
-EQUIVALENT: dict[str, str] = {}
+EQUIVALENT: dict[str, str] = {
+    # dtype=None where the input is cast again later, or where no value can change
+    "ray_deepsort.core.boxes.x_valid_box_mask__mutmut_7": "comparisons only: any dtype agrees",
+    "ray_deepsort.core.boxes.x_valid_box_mask__mutmut_9": "comparisons only: any dtype agrees",
+    "ray_deepsort.core.boxes.x_valid_box_mask__mutmut_13": "comparisons with NaN do not warn",
+    "ray_deepsort.core.boxes.x_iou_matrix__mutmut_20": "(m, 4) broadcasts like (1, m, 4)",
+    "ray_deepsort.core.boxes.x_iou_matrix__mutmut_93": "0/0 is 'invalid', never 'divide'",
+    "ray_deepsort.core.boxes.x_iou_matrix__mutmut_95": "0/0 is 'invalid', never 'divide'",
+    "ray_deepsort.core.frame_detections.xǁFrameDetectionsǁfrom_detections__mutmut_27": (
+        "l2_normalize casts to float32 itself"
+    ),
+    "ray_deepsort.core.linear_assignment.x_min_cost_matching__mutmut_2": (
+        "scipy matches an empty side to nothing, as the early return does"
+    ),
+    "ray_deepsort.core.linear_assignment.x__unused__mutmut_3": "flatnonzero of 1.0/0.0 = of bool",
+    "ray_deepsort.core.linear_assignment.x__unused__mutmut_5": "flatnonzero of 1.0/0.0 = of bool",
+    "ray_deepsort.core.linear_assignment.x__unused__mutmut_6": "None in a bool array is False",
+}
 # Functions that run while modules are imported (the tracker's parameter table is built from its
 # signature then): mutmut switches mutants on after import, so no test can see these mutants.
 IMPORT_TIME = (

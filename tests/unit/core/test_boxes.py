@@ -13,11 +13,11 @@ from ray_deepsort.core.frame_detections import FrameDetections
 from ray_deepsort.core.linear_assignment import matching_cascade, min_cost_matching
 
 
-def test_iou_of_boxes_apart_in_both_directions_is_zero() -> None:
-    # The gaps are negative in x and in y: clipped each, not multiplied into a positive area.
+def test_iou_of_boxes_apart_is_zero_whichever_way_they_are_apart() -> None:
+    # A negative gap is clipped in each direction, never multiplied into an area.
     a = np.array([[0, 0, 10, 10]], np.float64)
-    b = np.array([[20, 20, 30, 30]], np.float64)
-    assert iou_matrix(a, b).tolist() == [[0.0]]
+    apart = np.array([[20, 20, 30, 30], [20, 5, 30, 15], [5, 20, 15, 30]], np.float64)
+    assert iou_matrix(a, apart).tolist() == [[0.0, 0.0, 0.0]]
 
 
 def test_iou_of_sub_pixel_overlaps_and_tiny_boxes_is_exact() -> None:
@@ -43,6 +43,16 @@ def test_iou_of_unsigned_integer_boxes_equals_that_of_floats() -> None:
     b = np.array([[20, 5, 40, 25]], np.uint8)
     np.testing.assert_allclose(iou_matrix(a, b), iou_matrix(a.astype(float), b.astype(float)))
     assert iou_matrix(b, a)[0, 0] == pytest.approx(iou_matrix(a, b)[0, 0])
+
+
+def test_box_forms_are_computed_in_float_whatever_comes_in() -> None:
+    """uint8 input would wrap: an inverted box keeps its negative width, and aspect x height
+    does not overflow."""
+    inverted = xyxy_to_xyah(np.array([[10, 10, 5, 20]], np.uint8))
+    np.testing.assert_allclose(inverted, [[7.5, 15.0, -0.5, 10.0]])
+    np.testing.assert_allclose(
+        xyah_to_xyxy(np.array([[100, 100, 2, 200]], np.uint8)), [[-100.0, 0.0, 300.0, 200.0]]
+    )
 
 
 def test_box_forms_round_trip() -> None:
@@ -105,5 +115,7 @@ def test_large_half_precision_features_are_normalised_not_lost() -> None:
 def test_matchings_with_nothing_to_match_have_the_documented_shapes() -> None:
     matches, rows, cols = min_cost_matching(np.zeros((0, 3)))
     assert matches.shape == (0, 2) and rows.tolist() == [] and cols.tolist() == [0, 1, 2]
+    matches, rows, cols = matching_cascade(np.zeros((0, 2)), np.zeros(0, np.int64))
+    assert matches.shape == (0, 2) and rows.tolist() == [] and cols.tolist() == [0, 1]
     matches, rows, cols = matching_cascade(np.full((2, 1), np.inf), np.array([1, 2]))
     assert matches.shape == (0, 2) and rows.tolist() == [0, 1] and cols.tolist() == [0]
