@@ -375,21 +375,19 @@ class VideoWorker:
                     self._streams.append(name)
             for name in self._streams:
                 mask = None if len(self._streams) == 1 else labels == name
-                records.append(
-                    FrameRecord(
-                        stream_id=self._stream_id(name),
-                        frame_index=frame.index,
-                        timestamp=frame.index / source.fps,
-                        xyxy=detections.xyxy if mask is None else detections.xyxy[mask],
-                        confidence=(
-                            detections.confidence if mask is None else detections.confidence[mask]
-                        ),
-                        class_id=detections.class_id if mask is None else detections.class_id[mask],
-                        position=SourcePosition(self.task.item.path, 0, frame.index),
-                        frame_shape=(source.height, source.width),
-                        image=frame.image if self.settings.reid else None,
-                    )
+                request = TrackRequest(
+                    stream_id=self._stream_id(name),
+                    frame_index=frame.index,
+                    timestamp=frame.index / source.fps,
+                    xyxy=detections.xyxy if mask is None else detections.xyxy[mask],
+                    confidence=(
+                        detections.confidence if mask is None else detections.confidence[mask]
+                    ),
+                    class_id=detections.class_id if mask is None else detections.class_id[mask],
+                    position=SourcePosition(self.task.item.path, 0, frame.index),
+                    frame_shape=(source.height, source.width),
                 )
+                records.append(FrameRecord(request, frame.image if self.settings.reid else None))
         plan = plan_requests(
             records,
             num_shards=1,

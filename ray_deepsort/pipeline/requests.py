@@ -11,6 +11,7 @@ array (a video frame), so nobody encodes a frame only for the embedder to decode
 from __future__ import annotations
 
 import collections
+import dataclasses
 import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,29 +19,21 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ray_deepsort.pipeline.sharding import shard_of
-from ray_deepsort.pipeline.types import EmbedItem, SourcePosition, TrackRequest
+from ray_deepsort.pipeline.types import EmbedItem, TrackRequest
 
 
 @dataclass(frozen=True, eq=False)
 class FrameRecord:
-    """One frame of one stream, whatever it came from."""
+    """One frame of one stream, whatever it came from: its track request (no embed slot yet)
+    and the image its boxes are embedded from (encoded, or decoded BGR with "raw")."""
 
-    stream_id: str
-    frame_index: int
-    timestamp: float
-    xyxy: np.ndarray  # float32 [N, 4]
-    confidence: np.ndarray  # float32 [N]
-    class_id: np.ndarray  # int64 [N]
-    position: SourcePosition
-    frame_shape: tuple[int, int] | None = None  # (height, width) when known
-    image: bytes | np.ndarray | None = None  # encoded, or decoded BGR ("raw")
+    request: TrackRequest
+    image: bytes | np.ndarray | None = None
     image_format: str = "raw"
-    embeddings: np.ndarray | None = None  # precomputed upstream: no embed request
-    restore: bool = False  # the shard loads the stream's checkpoint first
-    owner: str = ""  # who sends it (`TrackRequest.owner`)
 
     def needs_embedding(self) -> bool:
-        return self.embeddings is None and self.image is not None and len(self.xyxy) > 0
+        request = self.request
+        return request.embeddings is None and self.image is not None and len(request.xyxy) > 0
 
 
 @dataclass
@@ -80,30 +73,15 @@ def plan_requests(
     per_shard: dict[int, list[TrackRequest]] = collections.defaultdict(list)
     inputs: dict[int, list[int]] = collections.defaultdict(list)
     for i, frame in enumerate(frames):
-        shard = shard_of(frame.stream_id, num_shards)
-        embed_slot = None
+        request = frame.request
+        shard = shard_of(request.stream_id, num_shards)
         if i in slots:
             request_id, position = slots[i]
             used = inputs[shard]
             if request_id not in used:
                 used.append(request_id)
-            embed_slot = (used.index(request_id), position)
-        per_shard[shard].append(
-            TrackRequest(
-                stream_id=frame.stream_id,
-                frame_index=frame.frame_index,
-                timestamp=frame.timestamp,
-                xyxy=frame.xyxy,
-                confidence=frame.confidence,
-                class_id=frame.class_id,
-                position=frame.position,
-                frame_shape=frame.frame_shape,
-                embeddings=frame.embeddings,
-                embed_slot=embed_slot,
-                restore=frame.restore,
-                owner=frame.owner,
-            )
-        )
+            request = dataclasses.replace(request, embed_slot=(used.index(request_id), position))
+        per_shard[shard].append(request)
     plan.track_requests = dict(sorted(per_shard.items()))
     plan.embed_inputs = {shard: inputs[shard] for shard in plan.track_requests}
     return plan
@@ -124,11 +102,11 @@ def _embed_requests(
     for i, frame in enumerate(frames):
         if not frame.needs_embedding():
             continue
-        if not groups or (crops[-1] + len(frame.xyxy) > max_embed_crops and groups[-1]):
+        if not groups or (crops[-1] + len(frame.request.xyxy) > max_embed_crops and groups[-1]):
             groups.append([])
             crops.append(0)
         groups[-1].append(i)
-        crops[-1] += len(frame.xyxy)
+        crops[-1] += len(frame.request.xyxy)
     load = [(0, (k - first_embedder) % num_embedders, k) for k in range(num_embedders)]
     heapq.heapify(load)
     slots: dict[int, tuple[int, int]] = {}
@@ -136,10 +114,10 @@ def _embed_requests(
         busy, order, embedder = heapq.heappop(load)
         items = []
         for position, i in enumerate(members):
-            frame = frames[i]
+            frame, request = frames[i], frames[i].request
             assert frame.image is not None  # needs_embedding
-            height, width = frame.frame_shape or (None, None)
-            items.append(EmbedItem(frame.image, frame.image_format, frame.xyxy, width, height))
+            height, width = request.frame_shape or (None, None)
+            items.append(EmbedItem(frame.image, frame.image_format, request.xyxy, width, height))
             slots[i] = (request_id, position)
         plan.embed_requests.append(EmbedRequest(items, crops[request_id], embedder))
         heapq.heappush(load, (busy + crops[request_id], order, embedder))

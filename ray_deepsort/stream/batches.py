@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ray_deepsort.pipeline.inflight import InflightWindow, ray_get, ray_wait
 from ray_deepsort.pipeline.requests import FrameRecord, plan_requests
-from ray_deepsort.pipeline.types import FrameResult, ShardOutput, SourcePosition
+from ray_deepsort.pipeline.types import FrameResult, ShardOutput, SourcePosition, TrackRequest
 from ray_deepsort.stream.config import StreamConfig
 from ray_deepsort.stream.kafka_clients import partition_of, topic_partition
 from ray_deepsort.stream.ledger import PartitionLedger
@@ -215,7 +215,7 @@ class BatchWindow:
         ]
 
     def _record(self, record: Any, frame: FrameMessage) -> FrameRecord:
-        return FrameRecord(
+        request = TrackRequest(
             stream_id=frame.stream_id,
             frame_index=frame.frame_index,
             timestamp=frame.timestamp,
@@ -224,12 +224,11 @@ class BatchWindow:
             class_id=frame.class_id,
             position=SourcePosition(record.topic, record.partition, record.offset),
             frame_shape=None if frame.width is None else (frame.height, frame.width),
-            image=frame.image,
-            image_format=frame.image_format,
             embeddings=frame.embeddings,
             restore=self.checkpoint.take_restore(frame.stream_id),
             owner=self.owner,
         )
+        return FrameRecord(request, frame.image, frame.image_format)
 
     def crops_per_request(self) -> float:
         return self.embed_crops / self.embed_requests if self.embed_requests else 0.0

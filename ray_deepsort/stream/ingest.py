@@ -11,10 +11,10 @@ replacement (`StreamJob`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ray_deepsort.stream.config import StreamConfig
-from ray_deepsort.stream.kafka_clients import ClientFactories
 from ray_deepsort.stream.worker import PartitionWorker
 
 if TYPE_CHECKING:
@@ -32,19 +32,11 @@ class IngestWorkerActor:
         config: StreamConfig,
         index: int,
         log_level: int = logging.INFO,
-        factories: ClientFactories | None = None,
+        clients: dict[str, Callable[[StreamConfig], Any]] | None = None,
     ) -> None:
         _log_to_stderr(f"ingest-{index}", log_level)
         self.index = index
-        clients = (
-            {}
-            if factories is None
-            else {
-                "consumer_factory": factories.consumer,
-                "producer_factory": factories.producer,
-            }
-        )
-        self.worker = PartitionWorker(config, **clients)
+        self.worker = PartitionWorker(config, **(clients or {}))
 
     def ready(self) -> int:
         return self.index

@@ -29,11 +29,8 @@ from ray_deepsort.pipeline.embedder import forward_batch_size, tracker_params_wi
 from ray_deepsort.pipeline.tracker_shard import CheckpointRestoreError, checkpoint_restore_error
 from ray_deepsort.stream.config import StreamConfig
 from ray_deepsort.stream.kafka_clients import (
-    ClientFactories,
     check_topic_limits,
     create_job_topics,
-    make_consumer,
-    make_producer,
 )
 from ray_deepsort.stream.latency import describe, difference
 from ray_deepsort.stream.summary import JobSummary, merge
@@ -77,13 +74,15 @@ class StreamJob:
         producer_factory: Callable[[StreamConfig], Any] | None = None,
     ) -> None:
         self.config = config.validate()
-        self._factories = (
-            None
-            if consumer_factory is None and producer_factory is None
-            else ClientFactories(
-                consumer_factory or make_consumer, producer_factory or make_producer
+        # Passed on to each ingest worker's `PartitionWorker` as they are.
+        self._clients = {
+            name: factory
+            for name, factory in (
+                ("consumer_factory", consumer_factory),
+                ("producer_factory", producer_factory),
             )
-        )
+            if factory is not None
+        }
         self._stop = threading.Event()
         self.summary = JobSummary(output_path=config.output.path)
         self.workers: list[IngestWorker] = []  # every start, dead and stopped ones included
@@ -188,7 +187,7 @@ class StreamJob:
         actor = (
             ray.remote(IngestWorkerActor)
             .options(**ingest_actor_options(self.config))
-            .remote(self.config, index, logger.getEffectiveLevel(), self._factories)
+            .remote(self.config, index, logger.getEffectiveLevel(), self._clients)
         )
         worker = IngestWorker(index, actor, actor.run.remote(self.pool), JobSummary())
         self.workers.append(worker)

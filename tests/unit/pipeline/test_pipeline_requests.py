@@ -6,13 +6,13 @@ import numpy as np
 
 from ray_deepsort.pipeline.requests import FrameRecord, plan_requests
 from ray_deepsort.pipeline.sharding import shard_of
-from ray_deepsort.pipeline.types import SourcePosition
+from ray_deepsort.pipeline.types import SourcePosition, TrackRequest
 
 
 def _frame(
     stream: str, index: int, boxes: int, *, image: bool = True, embedded: bool = False
 ) -> FrameRecord:
-    return FrameRecord(
+    request = TrackRequest(
         stream_id=stream,
         frame_index=index,
         timestamp=index / 10,
@@ -21,10 +21,10 @@ def _frame(
         class_id=np.zeros(boxes, np.int64),
         position=SourcePosition("frames", 0, index),
         frame_shape=(90, 160),
-        image=np.zeros((90, 160, 3), np.uint8) if image else None,
         embeddings=np.ones((boxes, 4), np.float32) if embedded else None,
         owner="w1",
     )
+    return FrameRecord(request, np.zeros((90, 160, 3), np.uint8) if image else None)
 
 
 def test_frames_are_grouped_into_requests_and_each_finds_its_embeddings() -> None:
@@ -48,14 +48,15 @@ def test_frames_are_grouped_into_requests_and_each_finds_its_embeddings() -> Non
         for requests in plan.track_requests.values()
         for request in requests
     )
-    assert sent == sorted((f.stream_id, f.frame_index) for f in frames)
+    assert sent == sorted((f.request.stream_id, f.request.frame_index) for f in frames)
     for shard, requests in plan.track_requests.items():
         for request in requests:
             assert shard_of(request.stream_id, 2) == shard and request.owner == "w1"
             frame = next(
                 f
                 for f in frames
-                if (f.stream_id, f.frame_index) == (request.stream_id, request.frame_index)
+                if (f.request.stream_id, f.request.frame_index)
+                == (request.stream_id, request.frame_index)
             )
             if not frame.needs_embedding():
                 assert request.embed_slot is None
@@ -63,10 +64,12 @@ def test_frames_are_grouped_into_requests_and_each_finds_its_embeddings() -> Non
             # The slot names one of this shard call's embed inputs and the frame's item in it.
             input_index, position = request.embed_slot
             embed = plan.embed_requests[plan.embed_inputs[shard][input_index]]
-            assert embed.items[position].xyxy is frame.xyxy
+            assert embed.items[position].xyxy is frame.request.xyxy
         frame_order = [(r.stream_id, r.frame_index) for r in requests]
         assert frame_order == [
-            (f.stream_id, f.frame_index) for f in frames if shard_of(f.stream_id, 2) == shard
+            (f.request.stream_id, f.request.frame_index)
+            for f in frames
+            if shard_of(f.request.stream_id, 2) == shard
         ]
 
 

@@ -203,7 +203,7 @@ def test_security_table_reaches_every_kafka_client(
     import kafka
     import kafka.admin
 
-    from ray_deepsort.stream import job, publish
+    from ray_deepsort.stream import kafka_clients, publish
     from ray_deepsort.stream.broker import create_topics
 
     path = tmp_path / "secure.toml"
@@ -222,8 +222,8 @@ def test_security_table_reaches_every_kafka_client(
     monkeypatch.setattr(kafka, "KafkaConsumer", consumer)
     monkeypatch.setattr(kafka, "KafkaProducer", producer)
     monkeypatch.setattr(kafka.admin, "KafkaAdminClient", admin)
-    job.make_consumer(config)
-    job.make_producer(config)
+    kafka_clients.make_consumer(config)
+    kafka_clients.make_producer(config)
     publish.FramePublisher(
         config.kafka.bootstrap_servers, "frames", security=dict(config.kafka.security)
     )
