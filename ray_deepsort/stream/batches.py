@@ -251,10 +251,10 @@ class BatchWindow:
         for batch in self.inflight:
             batch.revoked |= lost
 
-    def drop_all(self) -> list[Batch]:
-        """Forget every batch in flight (an actor failed): they are polled again, so neither
-        they nor their records count as submitted."""
-        dropped = self.inflight.clear()
+    def drop_all(self, popped: Batch | None = None) -> list[Batch]:
+        """Forget every batch in flight (and `popped`, taken from the window but not written):
+        they are polled again, so neither they nor their records count as submitted."""
+        dropped = ([popped] if popped is not None else []) + self.inflight.clear()
         self.submitted -= len(dropped)
         self.records_seen -= sum(batch.consumed for batch in dropped)
         return dropped

@@ -129,6 +129,19 @@ class ClientFactories:
     producer: Callable[[StreamConfig], Any]
 
 
+def rebalance_pending(consumer: Any) -> bool:
+    """Whether the group is rebalancing and this member has not rejoined yet.
+
+    kafka-python's heartbeat thread learns it within `heartbeat_interval_ms`, long before the
+    broker gives this member's partitions away; output written after that could race their new
+    owner, so the job writes nothing more until it has rejoined. kafka-python has no public call
+    for it: this reads its group coordinator (False for consumers without one).
+    """
+    coordinator = getattr(consumer, "_coordinator", None)
+    need_rejoin = getattr(coordinator, "need_rejoin", None)
+    return bool(need_rejoin()) if callable(need_rejoin) else False
+
+
 def broker_answers(consumer: Any, owned: set[Any], config: StreamConfig) -> bool:
     """Whether the consumer is a stable group member and the broker answers right now."""
     from kafka.errors import KafkaError
@@ -330,15 +343,19 @@ class Fences:
 
 
 class PartitionHandoff(AsyncConsumerRebalanceListener):
-    """Rebalance callbacks: before partitions are given up, the batches in flight are finished
-    and committed, so the next owner starts exactly where this job stopped (no lost or repeated
-    output). kafka-python calls them on its IO thread while the job's main thread waits in
+    """Rebalance callbacks: before partitions are given up, the finished batches are committed,
+    so the next owner starts right after the last output this job wrote.
+
+    Batches still in flight are not written: a member that rejoins late may already have been
+    left out of the group (the broker waits only so long; the bundled test broker half the
+    session timeout), and its output would then race the partitions' new owner, who replays
+    the same records with other batch boundaries. `hand_off` drops them and names their
+    partitions, which `void` marks: their state is rebuilt from the checkpoint if they stay.
+
+    kafka-python calls the callbacks on its IO thread while the job's main thread waits in
     `poll` (or `close`), so they may use the job's state but no blocking consumer call: the
     commit is awaited with `commit_async`. An error is kept and raised on the main thread
-    (`raise_error`).
-
-    `hand_off` finishes the batches in flight and returns the offsets to commit; `on_event`
-    runs at every callback (a rebalance is not idling).
+    (`raise_error`). `on_event` runs at every callback (a rebalance is not idling).
     """
 
     def __init__(
@@ -352,7 +369,7 @@ class PartitionHandoff(AsyncConsumerRebalanceListener):
         self.on_event = on_event
         self.enabled = True  # off while closing: a crashed job must not commit
         self.revoked: set[Any] = set()  # given up (maybe reassigned at once)
-        self.lost: set[Any] = set()  # membership lost: their state is void
+        self.lost: set[Any] = set()  # membership lost or batches dropped: their state is void
         self.done = True  # no revoke callback waiting for its assignment
         self.error: BaseException | None = None  # raised again on the main thread
 
@@ -380,6 +397,11 @@ class PartitionHandoff(AsyncConsumerRebalanceListener):
         if self.enabled and lost:
             logger.warning("consumer group membership lost: %s", sorted(map(str, lost)))
             self.lost |= set(lost)
+
+    def void(self, partitions: set[Any]) -> None:
+        """Batches in flight of `partitions` were dropped: the shards hold state past the
+        output, so the partitions are rebuilt (revoked and, if still ours, taken over again)."""
+        self.lost |= set(partitions)
 
     def take_fences(self) -> Fences:
         """Called by the main thread after each poll. Records of partitions revoked or lost in a

@@ -170,15 +170,19 @@ class PartitionAssignments:
         return int(position)
 
     def _resume_kept(self, partitions: set[Any]) -> None:
-        """Partitions kept through a rebalance: continue where this job is.
+        """Partitions kept through a rebalance: continue where this job is, the next record it
+        has not accepted (`PartitionLedger.position`: its committed offset when it accepted
+        none since taking the partition over).
 
-        kafka-python resets their fetch position to the committed offset, which is behind when
-        the handoff commit failed, and far behind when the broker lost its offsets.
+        kafka-python's fetch position is no guide: records fetched while the rebalance ran
+        were fenced (not processed) but moved it on; and after a reset it is the broker's
+        committed offset, which is behind when the handoff commit failed, and far behind when
+        the broker lost its offsets.
         """
         for tp in by_partition(partitions):
             if tp in self.ledger.committed:  # else there is nothing of ours to compare with
                 self._reclaim(tp, self.consumer.committed(tp))
-            position = self.ledger.next_offset.get(tp)
+            position = self.ledger.position(tp)
             if position is not None:
                 self.consumer.seek(tp, position)
 

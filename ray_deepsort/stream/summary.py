@@ -26,7 +26,12 @@ def job_version() -> str:
 
 @dataclass
 class JobSummary:
-    """What one run did; returned by `StreamJob.run` and printed by the CLI as JSON."""
+    """What one run did; returned by `StreamJob.run` and printed by the CLI as JSON.
+
+    The driver's copy sums each worker's last report: a worker killed between two reports
+    (0.25 s apart) did some work nobody counted, though its output is exact (its commits are
+    the broker's, and the new owner starts from them).
+    """
 
     frames: int = 0
     dead_letters: int = 0
@@ -49,7 +54,8 @@ class JobSummary:
     streams_evicted: int = 0  # idle streams moved out of memory (checkpoint.evict_idle_s)
     streams_restored: int = 0  # streams of partitions taken over restored from checkpoints
     records_replayed: int = 0  # committed records read again to rebuild restored state
-    handoffs: int = 0  # rebalances that finished and committed the batches in flight first
+    handoffs: int = 0  # rebalances that committed the finished batches first
+    batches_dropped: int = 0  # batches in flight at a rebalance: not written, replayed
     produce_retries: int = 0  # produce attempts repeated after a failure (broker outage)
     commit_failures: int = 0  # offset commits that failed (retried later)
     broker_resets: int = 0  # partitions whose committed offset the broker lost (see docs)
@@ -95,6 +101,7 @@ _SUMMED = (
     "streams_restored",
     "records_replayed",
     "handoffs",
+    "batches_dropped",
     "produce_retries",
     "commit_failures",
     "broker_resets",

@@ -49,6 +49,7 @@ from ray_deepsort.stream.kafka_clients import (
     broker_answers,
     make_consumer,
     make_producer,
+    rebalance_pending,
 )
 from ray_deepsort.stream.ledger import PartitionLedger
 from ray_deepsort.stream.metrics import JobMetrics
@@ -296,10 +297,38 @@ class PartitionWorker:
 
     # ------------------------------------------------------------------ finish
     def _finish_ready(self, block: bool, timeout: float | None = None) -> None:
-        """Finish batches at the head of the window whose shard results are ready (in order)."""
-        while (ready := self.batches.pop_ready(block, timeout)) is not None:
+        """Finish batches at the head of the window whose shard results are ready (in order);
+        none once the group rebalances (`rebalance_pending`): they are dropped instead."""
+        while self.batches.inflight:
+            if rebalance_pending(self.consumer):
+                self._yield_to_rebalance()
+                return
+            ready = self.batches.pop_ready(block, timeout)
+            if ready is None:
+                return
+            if rebalance_pending(self.consumer):  # learned while waiting for the results
+                self._yield_to_rebalance(ready[0])
+                return
             self._finish(*ready)
             block, timeout = False, 0
+
+    def _yield_to_rebalance(self, popped: Batch | None = None) -> None:
+        """The group is rebalancing: commit what is written, drop the batches in flight and
+        send their partitions back to their first dropped record; the next poll rejoins, and
+        the partitions are rebuilt from their checkpoints (or go to their new owner, who
+        replays them). Writing them now could race that owner (see `PartitionHandoff`)."""
+        dropped = self.batches.drop_all(popped)
+        self.progress.inflight(0)
+        self.committer.commit(force=True)
+        for tp, offset in first_offsets(dropped).items():
+            self.consumer.seek(tp, offset)
+        self._void(dropped)
+        logger.info("group rebalancing: %d batch(es) in flight dropped, not written", len(dropped))
+
+    def _void(self, dropped: list[Batch]) -> None:
+        """The dropped batches' partitions hold shard state past their output: rebuilt."""
+        self.summary.batches_dropped += len(dropped)
+        self.listener.void({tp for batch in dropped for tp in batch.first_offsets})
 
     def _drain(self) -> None:
         """Finish every batch in flight (a stop or a rebalance)."""
@@ -325,24 +354,26 @@ class PartitionWorker:
         self.progress.batch_finished(batch, outputs, written, results, len(self.batches.inflight))
 
     def _hand_off(self) -> dict[Any, int]:
-        """Partitions are being revoked: finish every batch in flight (sinks written) and take
-        a snapshot; returns the offsets to commit so that the next owner starts exactly here.
+        """Partitions are being revoked: drop the batches in flight (see `PartitionHandoff`) and
+        return the offsets of the finished ones to commit, so that the next owner starts right
+        after this job's last output.
 
         Runs in the rebalance callback on kafka-python's IO thread while the main thread waits
         in `poll`: blocking consumer calls are not allowed there, so the committer defers.
         """
-        if not (self.batches.inflight or self.ledger.pending):
+        dropped = self.batches.drop_all()
+        self.progress.inflight(0)
+        if dropped:
+            self._void(dropped)
+        elif self.ledger.pending:  # the shards hold exactly the written state: keep it
+            with self.committer.deferred():
+                self.checkpoint.snapshot_now(self.ledger.owned)
+        if not self.ledger.pending:
             return {}
-        started = time.monotonic()
-        batches = len(self.batches.inflight)
-        with self.committer.deferred():
-            self._drain()
-            self.checkpoint.snapshot_now(self.ledger.owned)
         self.summary.handoffs += 1
         logger.info(
-            "rebalance: finished %d batch(es) in flight in %.2fs; committing %s",
-            batches,
-            time.monotonic() - started,
+            "rebalance: %d batch(es) in flight dropped; committing %s",
+            len(dropped),
             {str(tp): o for tp, o in self.ledger.pending.items()},
         )
         return dict(self.ledger.pending)

@@ -202,7 +202,7 @@ def test_killed_actors_change_nothing_in_the_output(
     assert summary.actor_recoveries >= 2 and summary.ingest_restarts == 1
     assert all(batches < summary.batches for _, _, batches in chaos.kills)
     assert {shard_of(f"cam{k}", len(job.pool.shards)) for k in range(STREAMS)} == {0, 1}
-    assert summary.frames >= total and summary.dead_letters == 0
+    assert summary.dead_letters == 0
     assert sum(summary.committed.values()) == total
 
     expected = _expected_rows(frames, _reference_ids(frames, config.tracker.params()))

@@ -41,6 +41,16 @@ def frame_record(partition: int, offset: int, stream_id: str = "cam0") -> Record
     return Record("frames", partition, offset, stream_id.encode(), encode_frame(frame))
 
 
+class FakeCoordinator:
+    """kafka-python's group coordinator, as far as the worker asks it."""
+
+    def __init__(self) -> None:
+        self.rejoin = False
+
+    def need_rejoin(self) -> bool:
+        return self.rejoin
+
+
 class FakeConsumer:
     """Assignment, committed offsets (a commit updates them), every seek and commit made, and
     polls answered from `to_poll` (one list of records per poll, then nothing)."""
@@ -57,6 +67,16 @@ class FakeConsumer:
         self.to_poll: list[list[Record]] = []
         self.polls = 0
         self.listener: Any = None
+        self._coordinator = FakeCoordinator()  # where `rebalance_pending` looks
+
+    @property
+    def rebalancing(self) -> bool:
+        """Whether the group rebalances and this member has not rejoined yet."""
+        return self._coordinator.rejoin
+
+    @rebalancing.setter
+    def rebalancing(self, value: bool) -> None:
+        self._coordinator.rejoin = value
 
     def subscribe(self, topics: list[str], listener: Any) -> None:
         self.listener = listener

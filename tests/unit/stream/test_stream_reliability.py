@@ -11,6 +11,7 @@ import pytest
 from driver_fakes import (
     P0,
     P1,
+    P2,
     FakeConsumer,
     FakeProducer,
     Record,
@@ -139,6 +140,25 @@ def test_partitions_kept_through_a_rebalance_continue_where_the_job_is(tmp_path:
     assert [r.offset for r in job.partitions.accept(fetched)] == [15, 20]
 
 
+def test_a_partition_kept_through_a_rebalance_resumes_at_its_commit_when_nothing_was_accepted(
+    tmp_path: Path,
+) -> None:
+    """Taken over (or rebuilt after an actor failure) at offset 27, then a rebalance before a
+    record was accepted: the records fetched meanwhile were fenced and moved kafka-python's
+    position past them, so the job goes back to 27 (they were lost once, in the chaos test)."""
+    consumer = FakeConsumer({P2: 27})
+    job = _job(tmp_path, consumer)
+    consumer.assigned = {P2}
+    job.partitions.accept([])
+    listener = consumer.listener
+    asyncio.run(listener.on_partitions_revoked({P2}))
+    assert job.partitions.accept([frame_record(2, o) for o in range(27, 35)]) == []
+    asyncio.run(listener.on_partitions_assigned({P2}))
+    assert job.partitions.accept([frame_record(2, 35)]) == []
+    assert consumer.seeks == [(P2, 27)]
+    assert [r.offset for r in job.partitions.accept([frame_record(2, 27)])] == [27]
+
+
 def test_lost_membership_drops_in_flight_results_even_if_the_partition_returns(
     tmp_path: Path,
 ) -> None:
@@ -181,14 +201,40 @@ def test_commit_inside_a_rebalance_callback_is_left_to_the_handoff(tmp_path: Pat
     with job.committer.deferred():  # blocking consumer calls would wait for kafka's IO thread
         job.committer.commit(force=True)
     assert consumer.commits == []
-    # Revoked with a batch in flight: it is finished (its own commit deferred too), and the
-    # hand-off commits everything asynchronously.
+    # Revoked with a batch in flight: it is dropped, not written (the group may have moved on
+    # already), and the hand-off commits what was written, asynchronously.
     records = job.partitions.accept([frame_record(0, o, "cam0") for o in (5, 6)])
     job.batches.submit(records, time.monotonic())
     asyncio.run(consumer.listener.on_partitions_revoked({P0}))
-    assert consumer.commits == [] and consumer.async_commits == [{P0: 7}]
-    assert job.summary.handoffs == 1 and job.summary.frames == 2
-    assert not job.inflight and job.ledger.pending == {} and job.ledger.committed == {P0: 7}
+    assert consumer.commits == [] and consumer.async_commits == [{P0: 5}]
+    assert job.summary.handoffs == 1 and job.summary.batches_dropped == 1
+    assert job.summary.frames == 0 and job.sink.writer.files() == []
+    assert not job.inflight and job.ledger.pending == {} and job.ledger.committed == {P0: 5}
+    # P0 comes straight back: its shards' state is past its output, so it is rebuilt.
+    asyncio.run(consumer.listener.on_partitions_assigned({P0}))
+    assert job.partitions.accept([]) == []
+    assert [shard.dropped for shard in job.pool.shards] == [[["cam0"]], []]
+
+
+def test_nothing_is_written_once_the_group_rebalances(tmp_path: Path) -> None:
+    """A member that heard of a rebalance writes no more output: it may be left out of the
+    group before it rejoins, and its partitions' new owner replays the same records."""
+    consumer = FakeConsumer({P0: 3})
+    job = _job(tmp_path, consumer, "job.stop_after_batches=2", "batch.max_frames=2")
+    consumer.assigned = {P0}
+    consumer.to_poll = [[frame_record(0, o) for o in (3, 4)], [frame_record(0, o) for o in (5, 6)]]
+    consumer.on_commit = lambda offsets: setattr(consumer, "rebalancing", True)
+    job.run_until_stopped()  # the first batch is written and committed, then the group moves
+    assert consumer.commits == [{P0: 5}] and job.summary.frames == 2
+    assert job.summary.batches_dropped == 1 and job.summary.handoffs == 0
+    written = {job.sink.writer.stem_of(path) for path in job.sink.writer.files()}
+    assert written == {batch_file_stem("frames", 0, 3)}
+    assert consumer.seeks == [(P0, 5)]  # back to the first record not written
+    # After the rejoin P0 is rebuilt (its shard state went past the output) even if it stays.
+    consumer.rebalancing = False
+    assert job.partitions.accept([frame_record(0, 7)]) == []
+    assert [shard.dropped for shard in job.pool.shards] == [[["cam0"]], []]
+    assert [r.offset for r in job.partitions.accept([frame_record(0, 5)])] == [5]
 
 
 def test_a_failed_handoff_commit_is_counted_not_raised(tmp_path: Path) -> None:
