@@ -251,10 +251,14 @@ class BatchWindow:
         for batch in self.inflight:
             batch.revoked |= lost
 
-    def drop_all(self, popped: Batch | None = None) -> list[Batch]:
-        """Forget every batch in flight (and `popped`, taken from the window but not written):
-        they are polled again, so neither they nor their records count as submitted."""
-        dropped = ([popped] if popped is not None else []) + self.inflight.clear()
+    def put_back(self, batch: Batch) -> None:
+        """`batch` came from `pop_ready` but is not written now: it stays in flight, first."""
+        self.inflight.put_back(batch)
+
+    def drop_all(self) -> list[Batch]:
+        """Forget every batch in flight (an actor failed, or the group rebalances): they are
+        polled again, so neither they nor their records count as submitted."""
+        dropped = self.inflight.clear()
         self.submitted -= len(dropped)
         self.records_seen -= sum(batch.consumed for batch in dropped)
         return dropped

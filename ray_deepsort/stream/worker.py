@@ -214,8 +214,8 @@ class PartitionWorker:
                     self.recover_actors(failure)
                     failure = None
                 self.summary.stop_reason = self._loop()
-                self._drain()
-                self.checkpoint.snapshot_now(self.ledger.owned)
+                if self._drain():  # else the shards hold state past the output
+                    self.checkpoint.snapshot_now(self.ledger.owned)
                 self.committer.commit(force=True)
                 if not self.ledger.pending:
                     self.checkpoint.write_snapshot()  # all committed: the final state is safe
@@ -257,8 +257,11 @@ class PartitionWorker:
             if cfg.job.stop_after_batches and self.batches.submitted >= cfg.job.stop_after_batches:
                 return f"stop_after_batches={cfg.job.stop_after_batches}"
             self.idle.too_long(busy=bool(inflight))  # the driver stops idle workers
-            self._finish_ready(block=inflight.full)
-            if inflight.full:
+            # While the group rebalances nothing is finished: poll, which rejoins (the hand-off
+            # empties the window) or returns no records.
+            waiting = inflight.full and not rebalance_pending(self.consumer)
+            self._finish_ready(block=waiting)
+            if waiting:
                 continue
             records = self.partitions.accept(self._poll_batch())
             if records:
@@ -298,42 +301,32 @@ class PartitionWorker:
     # ------------------------------------------------------------------ finish
     def _finish_ready(self, block: bool, timeout: float | None = None) -> None:
         """Finish batches at the head of the window whose shard results are ready (in order);
-        none once the group rebalances (`rebalance_pending`): they are dropped instead."""
-        while self.batches.inflight:
-            if rebalance_pending(self.consumer):
-                self._yield_to_rebalance()
-                return
+        none while the group rebalances (`rebalance_pending`): the next poll rejoins, and the
+        hand-off drops them (see `PartitionHandoff`)."""
+        while self.batches.inflight and not rebalance_pending(self.consumer):
             ready = self.batches.pop_ready(block, timeout)
             if ready is None:
                 return
             if rebalance_pending(self.consumer):  # learned while waiting for the results
-                self._yield_to_rebalance(ready[0])
+                self.batches.put_back(ready[0])
                 return
             self._finish(*ready)
             block, timeout = False, 0
 
-    def _yield_to_rebalance(self, popped: Batch | None = None) -> None:
-        """The group is rebalancing: commit what is written, drop the batches in flight and
-        send their partitions back to their first dropped record; the next poll rejoins, and
-        the partitions are rebuilt from their checkpoints (or go to their new owner, who
-        replays them). Writing them now could race that owner (see `PartitionHandoff`)."""
-        dropped = self.batches.drop_all(popped)
-        self.progress.inflight(0)
-        self.committer.commit(force=True)
-        for tp, offset in first_offsets(dropped).items():
-            self.consumer.seek(tp, offset)
-        self._void(dropped)
-        logger.info("group rebalancing: %d batch(es) in flight dropped, not written", len(dropped))
+    def _drain(self) -> bool:
+        """Finish every batch in flight (a stop); False when the group rebalances meanwhile and
+        the rest is dropped (not written, not committed: replayed by the next owner)."""
+        while self.batches.inflight:
+            if rebalance_pending(self.consumer):
+                self._void(self.batches.drop_all())
+                return False
+            self._finish_ready(block=True)
+        return True
 
     def _void(self, dropped: list[Batch]) -> None:
         """The dropped batches' partitions hold shard state past their output: rebuilt."""
         self.summary.batches_dropped += len(dropped)
         self.listener.void({tp for batch in dropped for tp in batch.first_offsets})
-
-    def _drain(self) -> None:
-        """Finish every batch in flight (a stop or a rebalance)."""
-        while self.batches.inflight:
-            self._finish_ready(block=True)
 
     def _finish(self, batch: Batch, outputs: list[ShardOutput]) -> None:
         """Write the batch's output (both sinks), and only then queue its offsets for commit."""

@@ -8,6 +8,7 @@ actors.
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict, namedtuple
 from collections.abc import Callable
 from typing import Any
@@ -68,6 +69,7 @@ class FakeConsumer:
         self.polls = 0
         self.listener: Any = None
         self._coordinator = FakeCoordinator()  # where `rebalance_pending` looks
+        self.rebalance_at_poll: int | None = None  # this poll hears of a rebalance
 
     @property
     def rebalancing(self) -> bool:
@@ -83,6 +85,13 @@ class FakeConsumer:
 
     def poll(self, timeout_ms: int, max_records: int) -> dict[Any, list[Record]]:
         self.polls += 1
+        if self.rebalancing:  # kafka-python rejoins first: the listener gives up and gets back
+            self.rebalancing = False
+            asyncio.run(self.listener.on_partitions_revoked(set(self.assigned)))
+            asyncio.run(self.listener.on_partitions_assigned(set(self.assigned)))
+            return {}
+        if self.polls == self.rebalance_at_poll:  # its heartbeat hears of a rebalance
+            self.rebalancing = True
         polled: dict[Any, list[Record]] = defaultdict(list)
         for record in self.to_poll.pop(0) if self.to_poll else []:
             polled[TopicPartition(record.topic, record.partition)].append(record)

@@ -218,23 +218,21 @@ def test_commit_inside_a_rebalance_callback_is_left_to_the_handoff(tmp_path: Pat
 
 def test_nothing_is_written_once_the_group_rebalances(tmp_path: Path) -> None:
     """A member that heard of a rebalance writes no more output: it may be left out of the
-    group before it rejoins, and its partitions' new owner replays the same records."""
+    group before it rejoins, and its partitions' new owner replays the same records. The
+    batch in flight is dropped in the hand-off and replayed; nothing is written twice."""
     consumer = FakeConsumer({P0: 3})
-    job = _job(tmp_path, consumer, "job.stop_after_batches=2", "batch.max_frames=2")
+    job = _job(tmp_path, consumer, "job.stop_after_batches=3", "batch.max_frames=2")
     consumer.assigned = {P0}
-    consumer.to_poll = [[frame_record(0, o) for o in (3, 4)], [frame_record(0, o) for o in (5, 6)]]
-    consumer.on_commit = lambda offsets: setattr(consumer, "rebalancing", True)
-    job.run_until_stopped()  # the first batch is written and committed, then the group moves
-    assert consumer.commits == [{P0: 5}] and job.summary.frames == 2
-    assert job.summary.batches_dropped == 1 and job.summary.handoffs == 0
+    batches = [[frame_record(0, o), frame_record(0, o + 1)] for o in (3, 5, 7)]
+    consumer.to_poll = [batches[0], batches[1], batches[1], batches[2]]  # 5, 6 fetched again
+    consumer.rebalance_at_poll = 2  # with 5 and 6 polled, before their batch is written
+    job.run_until_stopped()
+    assert consumer.commits == [{P0: 5}, {P0: 7}, {P0: 9}]
+    assert job.summary.batches_dropped == 1 and job.summary.frames == 6
     written = {job.sink.writer.stem_of(path) for path in job.sink.writer.files()}
-    assert written == {batch_file_stem("frames", 0, 3)}
-    assert consumer.seeks == [(P0, 5)]  # back to the first record not written
-    # After the rejoin P0 is rebuilt (its shard state went past the output) even if it stays.
-    consumer.rebalancing = False
-    assert job.partitions.accept([frame_record(0, 7)]) == []
+    assert written == {batch_file_stem("frames", 0, o) for o in (3, 5, 7)}
+    # P0 stayed but was rebuilt: its shard state had gone past the output.
     assert [shard.dropped for shard in job.pool.shards] == [[["cam0"]], []]
-    assert [r.offset for r in job.partitions.accept([frame_record(0, 5)])] == [5]
 
 
 def test_a_failed_handoff_commit_is_counted_not_raised(tmp_path: Path) -> None:
