@@ -82,10 +82,6 @@ class InflightWindow(Generic[UnitT]):
         results = self.get(refs) if refs else []
         return self.units.popleft(), results
 
-    def put_back(self, unit: UnitT) -> None:
-        """Return a unit `pop_ready` gave out, unfinished, to the head of the window."""
-        self.units.appendleft(unit)
-
     def clear(self) -> list[UnitT]:
         """Forget every unit in flight; returns them, oldest first."""
         dropped = list(self.units)

@@ -251,10 +251,6 @@ class BatchWindow:
         for batch in self.inflight:
             batch.revoked |= lost
 
-    def put_back(self, batch: Batch) -> None:
-        """`batch` came from `pop_ready` but is not written now: it stays in flight, first."""
-        self.inflight.put_back(batch)
-
     def drop_all(self) -> list[Batch]:
         """Forget every batch in flight (an actor failed, or the group rebalances): they are
         polled again, so neither they nor their records count as submitted."""

@@ -129,19 +129,6 @@ class ClientFactories:
     producer: Callable[[StreamConfig], Any]
 
 
-def rebalance_pending(consumer: Any) -> bool:
-    """Whether the group is rebalancing and this member has not rejoined yet.
-
-    kafka-python's heartbeat thread learns it within `heartbeat_interval_ms`, long before the
-    broker gives this member's partitions away; output written after that could race their new
-    owner, so the job writes nothing more until it has rejoined. kafka-python has no public call
-    for it: this reads its group coordinator (False for consumers without one).
-    """
-    coordinator = getattr(consumer, "_coordinator", None)
-    need_rejoin = getattr(coordinator, "need_rejoin", None)
-    return bool(need_rejoin()) if callable(need_rejoin) else False
-
-
 def broker_answers(consumer: Any, owned: set[Any], config: StreamConfig) -> bool:
     """Whether the consumer is a stable group member and the broker answers right now."""
     from kafka.errors import KafkaError

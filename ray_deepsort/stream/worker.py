@@ -49,7 +49,6 @@ from ray_deepsort.stream.kafka_clients import (
     broker_answers,
     make_consumer,
     make_producer,
-    rebalance_pending,
 )
 from ray_deepsort.stream.ledger import PartitionLedger
 from ray_deepsort.stream.metrics import JobMetrics
@@ -214,8 +213,8 @@ class PartitionWorker:
                     self.recover_actors(failure)
                     failure = None
                 self.summary.stop_reason = self._loop()
-                if self._drain():  # else the shards hold state past the output
-                    self.checkpoint.snapshot_now(self.ledger.owned)
+                self._drain()
+                self.checkpoint.snapshot_now(self.ledger.owned)
                 self.committer.commit(force=True)
                 if not self.ledger.pending:
                     self.checkpoint.write_snapshot()  # all committed: the final state is safe
@@ -257,11 +256,8 @@ class PartitionWorker:
             if cfg.job.stop_after_batches and self.batches.submitted >= cfg.job.stop_after_batches:
                 return f"stop_after_batches={cfg.job.stop_after_batches}"
             self.idle.too_long(busy=bool(inflight))  # the driver stops idle workers
-            # While the group rebalances nothing is finished: poll, which rejoins (the hand-off
-            # empties the window) or returns no records.
-            waiting = inflight.full and not rebalance_pending(self.consumer)
-            self._finish_ready(block=waiting)
-            if waiting:
+            self._finish_ready(block=inflight.full)
+            if inflight.full:
                 continue
             records = self.partitions.accept(self._poll_batch())
             if records:
@@ -300,28 +296,15 @@ class PartitionWorker:
 
     # ------------------------------------------------------------------ finish
     def _finish_ready(self, block: bool, timeout: float | None = None) -> None:
-        """Finish batches at the head of the window whose shard results are ready (in order);
-        none while the group rebalances (`rebalance_pending`): the next poll rejoins, and the
-        hand-off drops them (see `PartitionHandoff`)."""
-        while self.batches.inflight and not rebalance_pending(self.consumer):
-            ready = self.batches.pop_ready(block, timeout)
-            if ready is None:
-                return
-            if rebalance_pending(self.consumer):  # learned while waiting for the results
-                self.batches.put_back(ready[0])
-                return
+        """Finish batches at the head of the window whose shard results are ready (in order)."""
+        while (ready := self.batches.pop_ready(block, timeout)) is not None:
             self._finish(*ready)
             block, timeout = False, 0
 
-    def _drain(self) -> bool:
-        """Finish every batch in flight (a stop); False when the group rebalances meanwhile and
-        the rest is dropped (not written, not committed: replayed by the next owner)."""
+    def _drain(self) -> None:
+        """Finish every batch in flight (a stop)."""
         while self.batches.inflight:
-            if rebalance_pending(self.consumer):
-                self._void(self.batches.drop_all())
-                return False
             self._finish_ready(block=True)
-        return True
 
     def _void(self, dropped: list[Batch]) -> None:
         """The dropped batches' partitions hold shard state past their output: rebuilt."""

@@ -8,7 +8,6 @@ actors.
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict, namedtuple
 from collections.abc import Callable
 from typing import Any
@@ -42,16 +41,6 @@ def frame_record(partition: int, offset: int, stream_id: str = "cam0") -> Record
     return Record("frames", partition, offset, stream_id.encode(), encode_frame(frame))
 
 
-class FakeCoordinator:
-    """kafka-python's group coordinator, as far as the worker asks it."""
-
-    def __init__(self) -> None:
-        self.rejoin = False
-
-    def need_rejoin(self) -> bool:
-        return self.rejoin
-
-
 class FakeConsumer:
     """Assignment, committed offsets (a commit updates them), every seek and commit made, and
     polls answered from `to_poll` (one list of records per poll, then nothing)."""
@@ -68,30 +57,12 @@ class FakeConsumer:
         self.to_poll: list[list[Record]] = []
         self.polls = 0
         self.listener: Any = None
-        self._coordinator = FakeCoordinator()  # where `rebalance_pending` looks
-        self.rebalance_at_poll: int | None = None  # this poll hears of a rebalance
-
-    @property
-    def rebalancing(self) -> bool:
-        """Whether the group rebalances and this member has not rejoined yet."""
-        return self._coordinator.rejoin
-
-    @rebalancing.setter
-    def rebalancing(self, value: bool) -> None:
-        self._coordinator.rejoin = value
 
     def subscribe(self, topics: list[str], listener: Any) -> None:
         self.listener = listener
 
     def poll(self, timeout_ms: int, max_records: int) -> dict[Any, list[Record]]:
         self.polls += 1
-        if self.rebalancing:  # kafka-python rejoins first: the listener gives up and gets back
-            self.rebalancing = False
-            asyncio.run(self.listener.on_partitions_revoked(set(self.assigned)))
-            asyncio.run(self.listener.on_partitions_assigned(set(self.assigned)))
-            return {}
-        if self.polls == self.rebalance_at_poll:  # its heartbeat hears of a rebalance
-            self.rebalancing = True
         polled: dict[Any, list[Record]] = defaultdict(list)
         for record in self.to_poll.pop(0) if self.to_poll else []:
             polled[TopicPartition(record.topic, record.partition)].append(record)

@@ -216,25 +216,6 @@ def test_commit_inside_a_rebalance_callback_is_left_to_the_handoff(tmp_path: Pat
     assert [shard.dropped for shard in job.pool.shards] == [[["cam0"]], []]
 
 
-def test_nothing_is_written_once_the_group_rebalances(tmp_path: Path) -> None:
-    """A member that heard of a rebalance writes no more output: it may be left out of the
-    group before it rejoins, and its partitions' new owner replays the same records. The
-    batch in flight is dropped in the hand-off and replayed; nothing is written twice."""
-    consumer = FakeConsumer({P0: 3})
-    job = _job(tmp_path, consumer, "job.stop_after_batches=3", "batch.max_frames=2")
-    consumer.assigned = {P0}
-    batches = [[frame_record(0, o), frame_record(0, o + 1)] for o in (3, 5, 7)]
-    consumer.to_poll = [batches[0], batches[1], batches[1], batches[2]]  # 5, 6 fetched again
-    consumer.rebalance_at_poll = 2  # with 5 and 6 polled, before their batch is written
-    job.run_until_stopped()
-    assert consumer.commits == [{P0: 5}, {P0: 7}, {P0: 9}]
-    assert job.summary.batches_dropped == 1 and job.summary.frames == 6
-    written = {job.sink.writer.stem_of(path) for path in job.sink.writer.files()}
-    assert written == {batch_file_stem("frames", 0, o) for o in (3, 5, 7)}
-    # P0 stayed but was rebuilt: its shard state had gone past the output.
-    assert [shard.dropped for shard in job.pool.shards] == [[["cam0"]], []]
-
-
 def test_a_failed_handoff_commit_is_counted_not_raised(tmp_path: Path) -> None:
     consumer = FakeConsumer({})
     job = _job(tmp_path, consumer)
