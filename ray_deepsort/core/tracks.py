@@ -69,6 +69,20 @@ class TrackStore:
     """Columns of track state (struct of arrays), each track's appearance gallery, and the
     lifecycle transitions over them."""
 
+    # One row per slot (`_COLUMNS` gives dtypes and shapes); `alive` marks the used slots.
+    mean: np.ndarray  # Kalman state (cx, cy, a, h and their velocities)
+    covariance: np.ndarray
+    confirmed: np.ndarray
+    hits: np.ndarray
+    age: np.ndarray
+    time_since_update: np.ndarray
+    track_id: np.ndarray  # public ID; -1 until confirmed
+    birth: np.ndarray  # creation counter: orders tracks deterministically
+    class_id: np.ndarray
+    # Last observed box (cx, cy, a, h): where a long-lost track may reappear is bounded from
+    # what was seen, not from a Kalman prediction whose velocity drifts while nothing is.
+    last_xyah: np.ndarray
+
     def __init__(
         self,
         gallery: AppearanceGallery,
@@ -80,18 +94,8 @@ class TrackStore:
         self.lifecycle = lifecycle
         self.max_capacity = max_capacity  # most live tracks `start` keeps; doubling stops here
         self.alive = np.zeros(0, np.bool_)
-        self.mean = np.zeros((0, 8))
-        self.covariance = np.zeros((0, 8, 8))
-        self.confirmed = np.zeros(0, np.bool_)
-        self.hits = np.zeros(0, np.int64)
-        self.age = np.zeros(0, np.int64)
-        self.time_since_update = np.zeros(0, np.int64)
-        self.track_id = np.zeros(0, np.int64)  # public ID; -1 until confirmed
-        self.birth = np.zeros(0, np.int64)  # creation counter: orders tracks deterministically
-        self.class_id = np.zeros(0, np.int64)
-        # Last observed box (cx, cy, a, h): where a long-lost track may reappear is bounded from
-        # what was seen, not from a Kalman prediction whose velocity drifts while nothing is.
-        self.last_xyah = np.zeros((0, 4))
+        for name, (dtype, shape) in _COLUMNS.items():  # empty: `_grow` sizes them
+            setattr(self, name, np.zeros((0, *shape), dtype))
         self._grow(capacity if max_capacity is None else min(capacity, max_capacity))
 
     def __len__(self) -> int:

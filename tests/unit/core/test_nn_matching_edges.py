@@ -151,3 +151,32 @@ def test_restore_rejects_galleries_larger_than_the_budget() -> None:
     small.resize(1)
     with pytest.raises(ValueError, match="galleries of 4 features, budget is 2"):
         small.restore(np.array([0]), state)
+
+
+def test_gallery_budget_defaults_to_100_and_may_be_1() -> None:
+    """The documented default, and the smallest budget: one feature per track."""
+    assert AppearanceGallery().budget == 100
+    gallery = AppearanceGallery(budget=1)
+    gallery.resize(1)
+    gallery.add(np.array([0]), unit(1.0, 0.0))
+    gallery.add(np.array([0]), unit(0.0, 1.0))  # replaces the first
+    assert gallery.distance(np.array([0]), unit(0.0, 1.0))[0, 0] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_gallery_refuses_bad_settings_naming_them() -> None:
+    with pytest.raises(ValueError, match=r"^gallery budget must be >= 1, got 0$"):
+        AppearanceGallery(budget=0)
+    with pytest.raises(ValueError, match=r"^distance_metric must be 'cosine' or 'euclidean'"):
+        AppearanceGallery(metric="manhattan")  # type: ignore[arg-type]
+
+
+def test_growing_a_float16_gallery_keeps_float16_and_one_head_per_slot() -> None:
+    """Growth must not silently double the memory of a float16 gallery."""
+    gallery = AppearanceGallery(budget=3, dtype="float16")
+    gallery.resize(2)
+    gallery.add(np.array([1]), unit(1.0, 0.0))
+    gallery.resize(5)
+    assert gallery.features is not None and gallery.features.dtype == np.float16
+    assert gallery.features.shape == (5, 3, 2)
+    assert gallery.head.shape == (5,) and gallery.count.tolist() == [0, 1, 0, 0, 0]
+    assert gallery.distance(np.array([1]), unit(1.0, 0.0))[0, 0] == pytest.approx(0.0, abs=1e-3)
