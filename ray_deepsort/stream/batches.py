@@ -25,7 +25,7 @@ from ray_deepsort.pipeline.inflight import InflightWindow, ray_get, ray_wait
 from ray_deepsort.pipeline.requests import FrameRecord, plan_requests
 from ray_deepsort.pipeline.types import FrameResult, ShardOutput, SourcePosition, TrackRequest
 from ray_deepsort.stream.config import StreamConfig
-from ray_deepsort.stream.kafka_clients import partition_of, topic_partition
+from ray_deepsort.stream.kafka_clients import lowest_offsets, partition_of, topic_partition
 from ray_deepsort.stream.ledger import PartitionLedger
 from ray_deepsort.stream.sink import DeadLetter
 from ray_deepsort.stream.snapshots import CheckpointCoordinator, ShardStates
@@ -91,13 +91,9 @@ class Batch:
 
 
 def first_offsets(batches: list[Batch]) -> dict[Any, int]:
-    """Partition -> the first offset of any of `batches` (where a replay of them starts)."""
-    first: dict[Any, int] = {}
-    for batch in batches:
-        for topic, partition, offset in batch.records:
-            tp = topic_partition(topic, partition)
-            first[tp] = min(offset, first.get(tp, offset))
-    return first
+    """Partition -> the first offset of any of `batches`, replayed records included (where a
+    replay of them starts); its keys are every partition the batches sent frames of."""
+    return lowest_offsets(position for batch in batches for position in batch.records)
 
 
 class BatchWindow:

@@ -20,10 +20,9 @@ listener's base class is needed at import time.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +63,15 @@ def partition_of(position: SourcePosition) -> Any:
 def by_partition(partitions: Iterable[Any]) -> list[Any]:
     """`partitions` in (topic, partition) order: logs and seeks read the same in every run."""
     return sorted(partitions, key=lambda tp: (tp.topic, tp.partition))
+
+
+def lowest_offsets(positions: Iterable[tuple[str, int, int]]) -> dict[Any, int]:
+    """Partition -> the lowest offset among `positions` (topic, partition, offset)."""
+    lowest: dict[Any, int] = {}
+    for topic, partition, offset in positions:
+        tp = topic_partition(topic, partition)
+        lowest[tp] = min(offset, lowest.get(tp, offset))
+    return lowest
 
 
 def commit_offsets(offsets: dict[Any, int]) -> dict[Any, Any]:
@@ -257,23 +265,12 @@ class OffsetCommitter:
         self.last_commit = time.monotonic()
         self.backoff = Backoff(job.retry_backoff_s, job.retry_backoff_max_s, job.broker_timeout_s)
         self.retry_at = 0.0  # after a failed commit, none is tried before this (monotonic)
-        self.in_handoff = False  # finishing batches inside a rebalance callback
-
-    @contextlib.contextmanager
-    def deferred(self) -> Iterator[None]:
-        """Inside a rebalance callback (kafka-python's IO thread, while the main thread waits in
-        `poll`) blocking consumer calls are not allowed: `commit` leaves it to the hand-off."""
-        self.in_handoff = True
-        try:
-            yield
-        finally:
-            self.in_handoff = False
 
     def commit(self, force: bool = False) -> None:
         """Commit the finished batches' offsets (every `commit_interval_s`); a failed commit is
         retried with backoff (`job.retry_backoff_s`...), a forced one at once."""
-        if not self.ledger.pending or self.in_handoff:
-            return  # in a rebalance callback the handoff commits
+        if not self.ledger.pending:
+            return
         now = time.monotonic()
         due = now - self.last_commit >= self.settings.commit_interval_s
         if not force and (not due or now < self.retry_at):

@@ -24,7 +24,12 @@ from typing import TYPE_CHECKING, Any
 from ray_deepsort.pipeline.sharding import drop_partitions, drop_streams
 from ray_deepsort.stream.batches import BatchWindow
 from ray_deepsort.stream.config import StreamConfig
-from ray_deepsort.stream.kafka_clients import PartitionHandoff, by_partition, topic_partition
+from ray_deepsort.stream.kafka_clients import (
+    PartitionHandoff,
+    by_partition,
+    lowest_offsets,
+    topic_partition,
+)
 from ray_deepsort.stream.ledger import PartitionLedger, partition_label
 from ray_deepsort.stream.progress import IdleWatch
 from ray_deepsort.stream.sink import ResultSink
@@ -80,7 +85,10 @@ class PartitionAssignments:
         if lost:
             logger.warning("partitions revoked: %s", sorted(map(str, lost)))
             self.revoke(lost)
-        reseeked = self.assign(gained, _first_offsets(records)) if gained else set()
+        reseeked: set[Any] = set()
+        if gained:  # only then: this runs after every poll
+            fetched = lowest_offsets((r.topic, r.partition, r.offset) for r in records)
+            reseeked = self.assign(gained, fetched)
         kept_through = (fences.rebalanced & owned & current) - lost
         if kept_through:
             self._resume_kept(kept_through)
@@ -192,12 +200,3 @@ class PartitionAssignments:
         if ours is not None:
             self.summary.broker_resets += 1
         return ours
-
-
-def _first_offsets(records: list[Any]) -> dict[Any, int]:
-    """The lowest offset of each partition among `records`."""
-    first: dict[Any, int] = {}
-    for record in records:
-        tp = topic_partition(record.topic, record.partition)
-        first[tp] = min(first.get(tp, record.offset), record.offset)
-    return first

@@ -307,9 +307,10 @@ class PartitionWorker:
             self._finish_ready(block=True)
 
     def _void(self, dropped: list[Batch]) -> None:
-        """The dropped batches' partitions hold shard state past their output: rebuilt."""
+        """The dropped batches' partitions (replaying ones too) hold shard state past their
+        output: rebuilt."""
         self.summary.batches_dropped += len(dropped)
-        self.listener.void({tp for batch in dropped for tp in batch.first_offsets})
+        self.listener.void(set(first_offsets(dropped)))
 
     def _finish(self, batch: Batch, outputs: list[ShardOutput]) -> None:
         """Write the batch's output (both sinks), and only then queue its offsets for commit."""
@@ -335,15 +336,14 @@ class PartitionWorker:
         after this job's last output.
 
         Runs in the rebalance callback on kafka-python's IO thread while the main thread waits
-        in `poll`: blocking consumer calls are not allowed there, so the committer defers.
+        in `poll`: no blocking consumer call here (the listener commits with `commit_async`).
         """
         dropped = self.batches.drop_all()
         self.progress.inflight(0)
         if dropped:
             self._void(dropped)
         elif self.ledger.pending:  # the shards hold exactly the written state: keep it
-            with self.committer.deferred():
-                self.checkpoint.snapshot_now(self.ledger.owned)
+            self.checkpoint.snapshot_now(self.ledger.owned)
         if not self.ledger.pending:
             return {}
         self.summary.handoffs += 1

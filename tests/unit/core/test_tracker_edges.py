@@ -28,7 +28,8 @@ def one_box(i: int = 0) -> Detections:
 )
 def test_parameters_accept_their_documented_bounds(name: str, value: float) -> None:
     tracker = DeepSORTTracker(**{name: value})  # type: ignore[arg-type]
-    tracker.update(one_box())
+    assert getattr(tracker, name) == value
+    assert len(tracker.update(one_box())) == 1
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 from driver_fakes import (
@@ -10,6 +12,7 @@ from driver_fakes import (
     P2,
     FakeConsumer,
     Record,
+    frame_record,
     make_job,
 )
 
@@ -54,3 +57,21 @@ def test_disabled_checkpoints_write_nothing(tmp_path: Path) -> None:
     consumer.assigned = {P0}
     job.partitions.accept([Record("frames", 0, 5, b"cam0", b"")])
     assert not job.checkpoint.enabled and not (tmp_path / "_checkpoints").exists()
+
+
+def test_a_replaying_batch_dropped_at_a_revoke_rebuilds_its_partition(tmp_path: Path) -> None:
+    """A batch that only replays committed records writes nothing, yet its frames moved the
+    shard's state: dropped at a revoke, its partition must be rebuilt, not resumed as kept."""
+    CheckpointStore(tmp_path, fsync=False).write_manifest(PartitionManifest("frames", 0, 7))
+    consumer = FakeConsumer({P0: 12})
+    job = make_job(tmp_path, consumer)
+    consumer.assigned = {P0}
+    job.partitions.accept([])  # restore: replay 7..11 without output
+    records = job.partitions.accept([frame_record(0, o) for o in (7, 8)])
+    batch = job.batches.submit(records, time.monotonic())
+    assert batch.first_offsets == {}  # replayed only: no new record, no file
+    asyncio.run(consumer.listener.on_partitions_revoked({P0}))
+    asyncio.run(consumer.listener.on_partitions_assigned({P0}))
+    assert job.summary.batches_dropped == 1
+    job.partitions.accept([])
+    assert [shard.dropped for shard in job.pool.shards] == [[["cam0"]], []]
