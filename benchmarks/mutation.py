@@ -53,6 +53,7 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
             "tests/unit/core/test_detections_edges.py",
             "tests/unit/core/test_tracks_edges.py",
             "tests/unit/core/test_state_edges.py",
+            "tests/unit/core/test_state_gallery.py",
             "tests/unit/core/test_tracker_edges.py",
         ],
     ),

@@ -10,7 +10,9 @@ the run is reported too (the store grows by doubling, then shrinks).
 
 Validation (issue 16): the cost of `validate_state` on the final state_dict, per state and per
 track, next to the median `update()` of the last 50 frames at about the same track count (both
-in µs; `validate_share` = validation / one update).
+in µs; `validate_share` = validation / one update; the update gets precomputed embeddings, as in
+the stream job's shards, so the share leaves out the ReID model). Set OPENBLAS_NUM_THREADS=1 to
+measure both on one core, as a shard actor with one CPU runs them.
 
     .venv/bin/python benchmarks/state_memory.py --json runs/state_memory.json
 """

@@ -5,21 +5,26 @@ with a message naming the field, never tracked on: a NaN covariance or a shorten
 otherwise changes a stream's IDs without a word. Besides shapes, dtypes and finiteness, the
 checks use invariants every saved state holds (rows in creation order, IDs handed out in that
 order, tentative tracks seen on the last frame, gallery heads following counts), which also
-catch most rows shifted or shuffled within one column. Every check is vectorised over tracks
+catch most rows shifted or shuffled within one column. A CRC-32 saved with the state catches
+the rest of the small arrays; the gallery, most of a state's bytes, is checked in one pass over
+its features (a fingerprint for float32, see `gallery_fingerprint`). Every check is vectorised
 (cost: `benchmarks/state_memory.py`), and nothing here touches a tracker.
 """
 
 from __future__ import annotations
 
+import functools
 import zlib
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-# 2: `last_xyah` column and the effective `appearance_threshold`; version 1 still loads.
-STATE_FORMAT_VERSION = 2
-SUPPORTED_VERSIONS = (1, STATE_FORMAT_VERSION)
+# 2: `last_xyah` column and the effective `appearance_threshold`.
+# 3: `gallery_fingerprint` (float32 galleries) stands in for the gallery bytes in the checksum.
+# Versions 1 and 2 still load.
+STATE_FORMAT_VERSION = 3
+SUPPORTED_VERSIONS = (1, 2, STATE_FORMAT_VERSION)
 
 _INT_SCALARS = (
     "gallery_budget",
@@ -46,29 +51,29 @@ _PER_TRACK: dict[str, tuple[str, tuple[int, ...]]] = {
     "gallery_head": ("i", ()),
 }
 _V2_ONLY = ("last_xyah", "appearance_threshold")
-# What `state_checksum` covers, and the canonical dtype of each ("i", "f", "b"; "g": gallery).
+# What `state_checksum` covers besides the gallery, and the canonical dtype of each ("i", "f",
+# "b").
 _CHECKSUM_KEYS = (
     "format_version",
     *_INT_SCALARS,
     *_FLOAT_SCALARS,
     "appearance_threshold",
     *_PER_TRACK,
-    "gallery_features",
 )
 _CHECKSUM_KINDS = {
     "format_version": "i",
     **dict.fromkeys(_INT_SCALARS, "i"),
     **dict.fromkeys((*_FLOAT_SCALARS, "appearance_threshold"), "f"),
     **{name: kind for name, (kind, _) in _PER_TRACK.items()},
-    "gallery_features": "g",
 }
 _CANONICAL: dict[str, Any] = {"i": np.int64, "f": np.float64, "b": np.bool_}
 _INT64_LIMIT = 2.0**63
 # Covariances: asymmetry and negative eigenvalues allowed, relative to each matrix's largest
 # entry (a Kalman update leaves round-off of about 1e-16 of it).
 _COVARIANCE_TOLERANCE = 1e-8
-# Gallery features are unit vectors; float16 storage keeps their norm within about 1e-3.
-_NORM_TOLERANCE = 1e-2
+# Gallery features are unit vectors, so no element exceeds 1 (float16 rounding: about 1e-3).
+_UNIT_BOUND = 1.0 + 1e-3
+_GALLERY_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
 
 
 class InvalidTrackerState(ValueError):
@@ -117,30 +122,68 @@ def validate_state(state: Mapping[str, Any], gallery_budget: int) -> dict[str, A
     _check_lengths({name: len(out[name]) for name in columns})
     if version < 2:  # the last observed box was not saved: the filter mean stands in for it
         out["last_xyah"] = out["mean"][:, :4].copy()
-    out["gallery_features"] = _gallery_features(state, out["gallery_dim"])
+    features = out["gallery_features"] = _gallery_features(state, out["gallery_dim"])
     _check_tracks(out, version)
     _check_gallery(out, gallery_budget)
+    fingerprinted = version >= 3 and features.dtype == np.float32
+    if fingerprinted:
+        out["gallery_fingerprint"] = _fingerprint_column(state, len(features))
+        computed = gallery_fingerprint(features)  # the one pass over the features
+        if not np.isfinite(computed).all():  # NaN or inf anywhere in a row propagates
+            raise InvalidTrackerState("gallery_features", "holds NaN or inf")
+    else:
+        _check_unit_range(features)
     if version >= 2:
         _check_checksum(state, out)
+    if fingerprinted:
+        _check_fingerprint(features, out["gallery_fingerprint"], computed)
     return out
 
 
+def seal_state(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Add the gallery fingerprint (float32 galleries) and the checksum to a fresh state_dict."""
+    if state["gallery_features"].dtype == np.float32:
+        state["gallery_fingerprint"] = gallery_fingerprint(state["gallery_features"])
+    state["state_checksum"] = np.asarray(state_checksum(state), np.int64)
+    return state
+
+
+def gallery_fingerprint(features: np.ndarray) -> np.ndarray:
+    """Each gallery row projected on a fixed unit probe: float64 [rows].
+
+    It reads the features once, at memory speed (a CRC-32 of the same bytes costs 6-10 times
+    as much here), and a NaN or inf anywhere in a row makes that row's value non-finite. A row
+    edited, negated or moved changes its value by far more than the rounding of a float32 dot
+    product, which is all that can differ between the machine that saved and the one that loads.
+    """
+    return (features @ _probe(features.shape[1])).astype(np.float64)
+
+
 def state_checksum(state: Mapping[str, Any]) -> int:
-    """CRC-32 of a version-2 state's arrays in their canonical dtypes.
+    """CRC-32 of a state's arrays in their canonical dtypes (version 2 or later).
 
     Rows swapped between tracks, or a value negated, can leave a well-formed state that tracks
-    differently; only a code over the saved arrays tells. Canonical dtypes make a lossless
-    cast of a counter or filter column (int64 saved as float64) keep the code; gallery
-    features count as saved (hashing them in place, without a float32 copy, keeps it cheap).
+    differently; only a code over the saved arrays tells. Canonical dtypes make a lossless cast
+    of a counter or filter column (int64 saved as float64) keep the code. The gallery counts
+    with its shape and dtype, then by its fingerprint (version 3, float32) or its bytes as saved
+    (float16, and version 2), hashed in place without a copy.
     """
     crc = 0
     for name in _CHECKSUM_KEYS:
-        kind = _CHECKSUM_KINDS[name]
-        dtype = _CANONICAL.get(kind)  # gallery features: as saved (float16 or float32)
-        array = np.ascontiguousarray(np.asarray(state[name], dtype))
-        crc = zlib.crc32(f"{name}{array.shape}".encode(), crc)
-        crc = zlib.crc32(array.reshape(-1).view(np.uint8), crc)  # no copy of the bytes
-    return crc
+        crc = _crc(crc, name, np.asarray(state[name], _CANONICAL[_CHECKSUM_KINDS[name]]))
+    features = np.asarray(state["gallery_features"])
+    if int(np.asarray(state["format_version"]).reshape(())) >= 3:
+        crc = zlib.crc32(f"gallery_dtype{features.dtype.str}".encode(), crc)
+        if features.dtype == np.float32:
+            crc = zlib.crc32(f"gallery_features{features.shape}".encode(), crc)
+            return _crc(crc, "gallery_fingerprint", np.asarray(state["gallery_fingerprint"]))
+    return _crc(crc, "gallery_features", features)
+
+
+def _crc(crc: int, name: str, array: np.ndarray) -> int:
+    array = np.ascontiguousarray(array)
+    crc = zlib.crc32(f"{name}{array.shape}".encode(), crc)
+    return zlib.crc32(array.reshape(-1).view(np.uint8), crc)  # no copy of the bytes
 
 
 def _check_checksum(state: Mapping[str, Any], clean: Mapping[str, Any]) -> None:
@@ -151,6 +194,39 @@ def _check_checksum(state: Mapping[str, Any], clean: Mapping[str, Any]) -> None:
         raise InvalidTrackerState(
             "state_checksum",
             "does not match the state's arrays: they were changed after the state was saved "
+            "(storage fault, partial copy or hand edit)",
+        )
+
+
+@functools.lru_cache(maxsize=8)
+def _probe(dim: int) -> np.ndarray:
+    """A fixed float32 unit vector whose entries all have magnitudes within 2x of each other (a
+    one-hot row still gets a clear fingerprint), from an integer hash of the index: the same on
+    every machine and numpy version, unlike a random generator's stream."""
+    mixed = np.arange(1, dim + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    mixed ^= mixed >> np.uint64(31)
+    mixed *= np.uint64(0xBF58476D1CE4E5B9)
+    mixed ^= mixed >> np.uint64(29)
+    magnitude = 0.5 + (mixed >> np.uint64(11)).astype(np.float64) * 2.0**-54  # [0.5, 1)
+    probe = np.where(mixed & np.uint64(1), -magnitude, magnitude)
+    norm = float(np.linalg.norm(probe)) or 1.0  # dim 0: an empty probe
+    probe = (probe / norm).astype(np.float32)
+    probe.flags.writeable = False
+    return probe
+
+
+def fingerprint_tolerance(dim: int) -> float:
+    """Largest difference two float32 dot products of a unit row and the probe can show: each
+    is within dim * 2**-24 of the exact value whatever the summation order (Higham's bound),
+    with a margin for float rounding of the row's norm."""
+    return 2.5 * dim * 2.0**-24
+
+
+def _check_fingerprint(features: np.ndarray, saved: np.ndarray, computed: np.ndarray) -> None:
+    if not (np.abs(computed - saved) <= fingerprint_tolerance(features.shape[1])).all():
+        raise InvalidTrackerState(
+            "gallery_features",
+            "do not match gallery_fingerprint: they were changed after the state was saved "
             "(storage fault, partial copy or hand edit)",
         )
 
@@ -236,9 +312,22 @@ def _gallery_features(state: Mapping[str, Any], dim: int) -> np.ndarray:
         raise InvalidTrackerState(
             "gallery_features", f"must have shape [sum(gallery_count), {dim}], got {array.shape}"
         )
-    if array.dtype.kind != "f":
-        raise InvalidTrackerState("gallery_features", f"must be floating, got {array.dtype}")
-    return array  # finiteness: with the unit norms in _check_gallery, in one pass
+    if array.dtype not in _GALLERY_DTYPES:
+        raise InvalidTrackerState(
+            "gallery_features", f"must be float32 or float16 (as saved), got {array.dtype}"
+        )
+    return array  # values: checked in one pass by validate_state
+
+
+def _fingerprint_column(state: Mapping[str, Any], rows: int) -> np.ndarray:
+    if "gallery_fingerprint" not in state:
+        raise InvalidTrackerState("gallery_fingerprint", "missing key")
+    fingerprint = _column(state, "gallery_fingerprint", "f", ())
+    if len(fingerprint) != rows:
+        raise InvalidTrackerState(
+            "gallery_fingerprint", f"has {len(fingerprint)} rows, gallery_features has {rows}"
+        )
+    return fingerprint
 
 
 # ---------------------------------------------------------------------- consistency
@@ -345,10 +434,22 @@ def _check_gallery(out: dict[str, Any], budget: int) -> None:
         )
     if out["gallery_dim"] == 0 and counts.any():
         raise InvalidTrackerState("gallery_dim", "is 0 while galleries hold features")
-    if len(features):
-        values = features.astype(np.float32, copy=False)
-        norms = np.sqrt(np.einsum("ij,ij->i", values, values))
-        if not (np.abs(norms - 1.0) <= _NORM_TOLERANCE).all():  # NaN and inf fail here too
-            if not np.isfinite(features).all():
-                raise InvalidTrackerState("gallery_features", "holds NaN or inf")
-            raise InvalidTrackerState("gallery_features", "are not unit vectors")
+
+
+def _check_unit_range(features: np.ndarray) -> None:
+    """Every feature element finite and within unit length, read as integers: for IEEE floats
+    the magnitude orders like its bits, so two max passes over the bits (unsigned: negative
+    elements; signed: positive ones) need no float16 arithmetic, which numpy does slowly."""
+    if features.size == 0:
+        return
+    size = features.dtype.itemsize
+    unsigned, signed = np.dtype(f"u{size}"), np.dtype(f"i{size}")
+    limit = int(np.asarray(_UNIT_BOUND, features.dtype).view(unsigned))
+    sign = 1 << (8 * size - 1)
+    if (
+        int(features.view(unsigned).max()) > sign + limit
+        or int(features.view(signed).max()) > limit
+    ):
+        if not np.isfinite(features).all():
+            raise InvalidTrackerState("gallery_features", "holds NaN or inf")
+        raise InvalidTrackerState("gallery_features", "are not unit vectors (an element beyond 1)")

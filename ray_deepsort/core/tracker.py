@@ -65,7 +65,7 @@ from ray_deepsort.core.nn_matching import (
     GalleryDtype,
     ragged_positions,
 )
-from ray_deepsort.core.state import STATE_FORMAT_VERSION, state_checksum, validate_state
+from ray_deepsort.core.state import STATE_FORMAT_VERSION, seal_state, validate_state
 from ray_deepsort.core.tracks import Lifecycle, TrackStore
 
 ThresholdSource = Literal["model", "default", "explicit"]
@@ -499,8 +499,7 @@ class DeepSORTTracker:
             ),
         }
         state.update(self.tracks.export())
-        state["state_checksum"] = np.asarray(state_checksum(state), np.int64)
-        return state
+        return seal_state(state)  # + gallery fingerprint and checksum
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore `state_dict()` output; later updates then match the original tracker's.

@@ -113,7 +113,10 @@ def test_integer_gallery_features_are_refused_naming_the_dtype() -> None:
     state = fresh()
     state["gallery_features"] = state["gallery_features"].astype(np.int64)
     error = refusal(state)
-    assert (error.field, error.problem) == ("gallery_features", "must be floating, got int64")
+    assert (error.field, error.problem) == (
+        "gallery_features",
+        "must be float32 or float16 (as saved), got int64",
+    )
 
 
 def test_negative_gallery_dim_is_refused_with_its_value() -> None:

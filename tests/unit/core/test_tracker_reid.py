@@ -414,7 +414,7 @@ def test_version_1_state_loads_with_last_box_from_the_filter() -> None:
     for i in range(6):
         tracker.update(dets([[100 + 3 * i, 200], [500, 300 + 2 * i]]), embeddings=E[:2])
     state = tracker.state_dict()
-    assert int(state["format_version"]) == 2
+    assert int(state["format_version"]) == 3
     old = {k: v for k, v in state.items() if k not in ("last_xyah", "appearance_threshold")}
     old["format_version"] = np.asarray(1)
     restored = DeepSORTTracker()
@@ -427,7 +427,7 @@ def test_version_1_state_loads_with_last_box_from_the_filter() -> None:
         np.testing.assert_array_equal(restored.update(d, embeddings=E[:2]).tracker_id, a)
     assert a.tolist() == [1, 2]
     with pytest.raises(ValueError, match="format"):
-        DeepSORTTracker().load_state_dict({**state, "format_version": np.asarray(3)})
+        DeepSORTTracker().load_state_dict({**state, "format_version": np.asarray(4)})
 
 
 @pytest.mark.parametrize(

@@ -297,6 +297,12 @@ def _covariance(matrix_change: Callable[[np.ndarray], None]) -> Mutation:
     return mutate
 
 
+def _with_nan(features: np.ndarray) -> np.ndarray:
+    changed = features.copy()
+    changed[-1, 3] = np.nan
+    return changed
+
+
 def _asymmetric(c: np.ndarray) -> None:
     c[0, 1] += 1.0
 
@@ -357,7 +363,7 @@ CASES: dict[str, tuple[Mutation, str, str]] = {
         "tentative",
     ),
     # Format and scalars.
-    "unknown-format": (_set("format_version", 3), "format_version", "unsupported"),
+    "unknown-format": (_set("format_version", 4), "format_version", "unsupported"),
     "other-budget": (
         _set("gallery_budget", 100),
         "gallery_budget",
@@ -378,8 +384,15 @@ CASES: dict[str, tuple[Mutation, str, str]] = {
     # Values.
     "asymmetric-covariance": (_covariance(_asymmetric), "covariance", "not symmetric"),
     "indefinite-covariance": (_covariance(_indefinite), "covariance", "semi-definite"),
-    "nan-gallery": (_poke("gallery_features", (0, 0), np.nan), "gallery_features", "NaN"),
-    "scaled-gallery": (_features(lambda f: 2 * f), "gallery_features", "unit vectors"),
+    "nan-gallery": (_features(_with_nan), "gallery_features", "NaN or inf"),
+    "scaled-gallery": (_features(lambda f: 2 * f), "gallery_features", "gallery_fingerprint"),
+    "gallery-as-float64": (
+        _features(lambda f: f.astype(np.float64)),
+        "gallery_features",
+        "float32 or float16 \\(as saved\\), got float64",
+    ),
+    "fingerprint-missing": (_drop("gallery_fingerprint"), "gallery_fingerprint", "missing key"),
+    "fingerprint-short": (_shorten("gallery_fingerprint"), "gallery_fingerprint", "rows"),
     "negative-box": (_poke("last_xyah", (0, 3), -5.0), "last_xyah", "positive"),
     # IDs and births.
     "duplicate-id": (_confirmed_column("track_id", 2), "track_id", "not unique"),
@@ -448,7 +461,7 @@ def test_lossless_dtype_changes_load_and_track_identically() -> None:
         state[key] = state[key].astype(np.float64)
     state["confirmed"] = state["confirmed"].astype(np.uint8)
     state["gallery_count"] = state["gallery_count"].astype(np.int16)
-    state["format_version"] = np.asarray([2])  # one-element arrays count as scalars
+    state["format_version"] = np.asarray([3])  # one-element arrays count as scalars
     tracker = target()
     tracker.load_state_dict(state)
     assert run(tracker, FUTURE) == EXPECTED
@@ -486,8 +499,8 @@ def test_empty_tracker_state_round_trips() -> None:
         pytest.param(lambda s: s.__setitem__("mean", s["mean"][::-1].copy()), id="rows-swapped"),
         pytest.param(lambda s: s.__setitem__("hits", s["hits"] + 1), id="hits-plus-one"),
         pytest.param(
-            lambda s: s.__setitem__("gallery_features", -s["gallery_features"]),
-            id="features-negated",
+            lambda s: s.__setitem__("gallery_fingerprint", -s["gallery_fingerprint"]),
+            id="fingerprint-negated",
         ),
         pytest.param(lambda s: s.pop("state_checksum"), id="checksum-dropped"),
     ],

@@ -1,0 +1,238 @@
+"""The gallery part of state validation: the float32 fingerprint, float16 bits, older formats.
+
+A gallery is most of a state's bytes, so it is read once: float32 rows through their
+fingerprint (a projection saved with the state), float16 rows through their bits. These tests
+pin what that pass catches, that rounding differences between machines never refuse a valid
+state, and that states saved by earlier versions still load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ray_deepsort.core import DeepSORTTracker, Detections, InvalidTrackerState
+from ray_deepsort.core.state import (
+    STATE_FORMAT_VERSION,
+    fingerprint_tolerance,
+    gallery_fingerprint,
+    state_checksum,
+    validate_state,
+)
+
+BUDGET = 4
+DATA = Path(__file__).parent / "data"
+State = dict[str, Any]
+
+
+def frames(count: int) -> list[tuple[Detections, np.ndarray]]:
+    """Two people with random 8-d features (as `data/*.npz` were made: see `older_state`)."""
+    out = []
+    for i in range(count):
+        centres = np.array([[100.0 + 2 * i, 200.0], [400.0, 220.0 + i]])
+        half = np.array([20.0, 50.0])
+        detections = Detections(
+            xyxy=np.concatenate([centres - half, centres + half], axis=1),
+            confidence=np.full(2, 0.9),
+        )
+        out.append(
+            (detections, np.random.default_rng(i).standard_normal((2, 8)).astype(np.float32))
+        )
+    return out
+
+
+def make_tracker(dtype: str = "float32") -> DeepSORTTracker:
+    return DeepSORTTracker(gallery_budget=BUDGET, lost_track_buffer=2, gallery_dtype=dtype)
+
+
+def run(tracker: DeepSORTTracker, first: int, last: int) -> list[list[int]]:
+    ids = []
+    for i, (detections, features) in enumerate(frames(last)):
+        if i >= first:
+            ids.append(tracker.update(detections, embeddings=features, frame_index=i).tracker_id)
+    return [row.tolist() for row in ids]
+
+
+def saved(dtype: str = "float32") -> State:
+    tracker = make_tracker(dtype)
+    run(tracker, 0, 5)
+    return tracker.state_dict()
+
+
+def refusal(state: State) -> InvalidTrackerState:
+    with pytest.raises(InvalidTrackerState) as raised:
+        validate_state(state, BUDGET)
+    return raised.value
+
+
+def edited(state: State, key: str, change: Callable[[np.ndarray], None]) -> State:
+    array = np.array(state[key], copy=True)
+    change(array)
+    return {**state, key: array}
+
+
+def test_a_float32_state_carries_one_fingerprint_value_per_gallery_row() -> None:
+    state = saved()
+    assert int(state["format_version"]) == STATE_FORMAT_VERSION == 3
+    rows = len(state["gallery_features"])
+    assert rows == 8 and state["gallery_fingerprint"].shape == (rows,)
+    assert state["gallery_fingerprint"].dtype == np.float64
+    np.testing.assert_array_equal(
+        state["gallery_fingerprint"], gallery_fingerprint(state["gallery_features"])
+    )
+    assert np.abs(state["gallery_fingerprint"]).min() > 1000 * fingerprint_tolerance(8)
+
+
+def test_the_probe_is_pinned() -> None:
+    """The probe is part of the file format: changing it would refuse every saved state."""
+    probe = gallery_fingerprint(np.eye(4, dtype=np.float32))
+    np.testing.assert_allclose(probe, [0.48415172, -0.61098003, 0.44763166, 0.43809408], rtol=1e-7)
+    assert np.linalg.norm(gallery_fingerprint(np.eye(1280, dtype=np.float32))) == pytest.approx(1.0)
+    every_entry = np.abs(gallery_fingerprint(np.eye(1280, dtype=np.float32)))
+    assert every_entry.max() <= 2 * every_entry.min()  # no small entry: one-hot rows stay clear
+
+
+@pytest.mark.parametrize(
+    ("name", "change"),
+    [
+        ("one row negated", lambda f: f.__setitem__(2, -f[2])),
+        ("two rows swapped", lambda f: f.__setitem__([1, 5], f[[5, 1]])),
+        ("one element nudged by 0.01", lambda f: f.__setitem__((3, 4), f[3, 4] + 0.01)),
+        ("one element negated", lambda f: f.__setitem__((6, 0), -f[6, 0])),
+        ("one row scaled", lambda f: f.__setitem__(0, 1.5 * f[0])),
+    ],
+)
+def test_edited_float32_features_fail_their_fingerprint(
+    name: str, change: Callable[[np.ndarray], None]
+) -> None:
+    error = refusal(edited(saved(), "gallery_features", change))
+    assert error.field == "gallery_features", name
+    assert error.problem.startswith("do not match gallery_fingerprint: they were changed after")
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_float32_element_is_named(value: float) -> None:
+    state = edited(saved(), "gallery_features", lambda f: f.__setitem__((7, 7), value))
+    error = refusal(state)
+    assert (error.field, error.problem) == ("gallery_features", "holds NaN or inf")
+    state["gallery_fingerprint"] = gallery_fingerprint(state["gallery_features"])
+    error = refusal(state)  # a fingerprint taken of the broken rows is refused on its own
+    assert (error.field, error.problem) == ("gallery_fingerprint", "holds NaN or inf")
+
+
+def test_an_edited_fingerprint_fails_the_checksum() -> None:
+    state = edited(saved(), "gallery_fingerprint", lambda f: f.__setitem__(0, f[0] + 1e-3))
+    assert refusal(state).field == "state_checksum"
+
+
+def test_a_float16_gallery_is_checked_by_its_bits_and_the_checksum() -> None:
+    state = saved("float16")
+    assert "gallery_fingerprint" not in state and state["gallery_features"].dtype == np.float16
+    tracker = make_tracker("float16")
+    tracker.load_state_dict(state)
+    reference = make_tracker("float16")
+    run(reference, 0, 5)
+    assert run(tracker, 5, 9) == run(reference, 5, 9)
+
+    nan = edited(state, "gallery_features", lambda f: f.__setitem__((1, 1), np.nan))
+    assert (refusal(nan).field, refusal(nan).problem) == ("gallery_features", "holds NaN or inf")
+    for sign in (1.0, -1.0):  # an element beyond unit length, either sign
+        big = edited(state, "gallery_features", lambda f, s=sign: f.__setitem__((2, 3), s * 1.01))
+        assert refusal(big).problem == "are not unit vectors (an element beyond 1)"
+    negated = edited(state, "gallery_features", lambda f: f.__setitem__(0, -f[0]))
+    assert refusal(negated).field == "state_checksum"
+    as_float32 = {**state, "gallery_features": state["gallery_features"].astype(np.float32)}
+    assert refusal(as_float32).field == "gallery_fingerprint"  # float32 rows need one
+
+
+def test_unit_elements_at_the_limit_pass_the_bits_check() -> None:
+    """±1.0 exactly (a one-hot row) and -0.0 are valid float16 features."""
+    state = saved("float16")
+    features = state["gallery_features"].copy()
+    features[0] = 0.0
+    features[0, 0] = -1.0
+    features[0, 1] = -0.0
+    features[1] = 0.0
+    features[1, 5] = 1.0
+    state["gallery_features"] = features
+    state["state_checksum"] = np.asarray(state_checksum(state), np.int64)
+    validate_state(state, BUDGET)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_a_version_2_state_saved_by_the_previous_release_loads(dtype: str) -> None:
+    """`data/state_v2_*.npz` were written by git e132319 (format 2: the checksum covers the
+    gallery bytes) from the frames above; they load and track on like today's tracker."""
+    with np.load(DATA / f"state_v2_{dtype}.npz", allow_pickle=False) as archive:
+        older = dict(archive)
+    assert int(older["format_version"]) == 2
+    restored = make_tracker(dtype)
+    restored.load_state_dict(older)
+    reference = make_tracker(dtype)
+    run(reference, 0, 5)
+    current = reference.state_dict()
+    for key in older:
+        if key not in ("format_version", "state_checksum"):
+            np.testing.assert_array_equal(older[key], current[key], err_msg=key)
+    assert run(restored, 5, 9) == run(reference, 5, 9)
+
+    negated = edited(older, "gallery_features", lambda f: f.__setitem__(0, -f[0]))
+    assert refusal(negated).field == "state_checksum"  # version 2: bytes in the checksum
+    scaled = edited(older, "gallery_features", lambda f: f.__setitem__(0, 2 * f[0]))
+    assert refusal(scaled).problem == "are not unit vectors (an element beyond 1)"
+
+
+def test_a_version_3_state_file_keeps_loading() -> None:
+    """Guards the format: a change to the probe or the checksum refuses this file."""
+    with np.load(DATA / "state_v3_float32.npz", allow_pickle=False) as archive:
+        state = dict(archive)
+    restored = make_tracker()
+    restored.load_state_dict(state)
+    reference = make_tracker()
+    run(reference, 0, 5)
+    assert run(restored, 5, 9) == run(reference, 5, 9)
+
+
+# ---------------------------------------------------------------------- no false refusals
+def fingerprint_in_another_order(features: np.ndarray, order: str) -> np.ndarray:
+    """The fingerprint as another machine's float32 arithmetic might sum it."""
+    products = features * gallery_fingerprint(np.eye(features.shape[1], dtype=np.float32))
+    products = products.astype(np.float32)
+    if order == "sequential":
+        return np.cumsum(products, axis=1, dtype=np.float32)[:, -1].astype(np.float64)
+    if order == "reversed":
+        return np.cumsum(products[:, ::-1], axis=1, dtype=np.float32)[:, -1].astype(np.float64)
+    return products.astype(np.float64).sum(axis=1)  # exact enough: float64
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    dim=st.sampled_from([1, 2, 8, 128, 256, 512, 1280, 2048]),
+    seed=st.integers(0, 2**32 - 1),
+    kind=st.sampled_from(["gaussian", "positive", "sparse", "one-hot-ish", "float16"]),
+)
+def test_any_summation_order_stays_within_the_tolerance(dim: int, seed: int, kind: str) -> None:
+    """Sequential, reversed and float64 sums of the same products agree with the BLAS one within
+    `fingerprint_tolerance`, also for rows where round-off adds up (all entries positive)."""
+    rng = np.random.default_rng(seed)
+    rows = rng.standard_normal((64, dim))
+    if kind == "positive":
+        rows = np.abs(rows)
+    elif kind == "sparse":
+        rows *= rng.random((64, dim)) < 0.1
+        rows[:, 0] += 1e-3
+    elif kind == "one-hot-ish":
+        rows = 1e-4 * rows
+        rows[:, 0] = 1.0
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    features = rows.astype(np.float16 if kind == "float16" else np.float32).astype(np.float32)
+    computed = gallery_fingerprint(features)
+    for order in ("sequential", "reversed", "float64"):
+        other = fingerprint_in_another_order(features, order)
+        assert np.abs(computed - other).max() <= fingerprint_tolerance(dim), (order, dim, kind)
