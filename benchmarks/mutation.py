@@ -254,31 +254,26 @@ EQUIVALENT: dict[str, str] = {
     "ray_deepsort.core.tracks.xǁTrackStoreǁ_evict_lost__mutmut_1": ("a count of 0 deletes nothing"),
     "ray_deepsort.core.tracks.xǁTrackStoreǁrestore__mutmut_15": ("cast on assignment"),
     "ray_deepsort.core.tracks.xǁTrackStoreǁrestore__mutmut_17": ("cast on assignment"),
-    "ray_deepsort.core.state.x_state_checksum__mutmut_23": (
-        "ascontiguousarray is >= 1-D: reshape(None)/(-2) hash the same bytes"
+    "ray_deepsort.core.state.x__crc__mutmut_13": (
+        "ascontiguousarray is >= 1-D: reshape(None) hashes the same bytes"
     ),
-    "ray_deepsort.core.state.x_state_checksum__mutmut_25": (
-        "ascontiguousarray is >= 1-D: reshape(None)/(-2) hash the same bytes"
+    "ray_deepsort.core.state.x_seal_state__mutmut_14": (
+        "np.asarray of a Python int is already int64"
     ),
+    "ray_deepsort.core.state.x_seal_state__mutmut_16": (
+        "np.asarray of a Python int is already int64"
+    ),
+    "ray_deepsort.core.state.x_gallery_fingerprint__mutmut_1": ("astype(None) is float64"),
     "ray_deepsort.core.state.x__to_int__mutmut_22": ("astype(None) is float64: precision only"),
     "ray_deepsort.core.state.x__to_float__mutmut_12": ("astype(None) is float64: precision only"),
     "ray_deepsort.core.state.x__float_scalar__mutmut_21": (
         "astype(None) is float64: precision only"
     ),
-    "ray_deepsort.core.state.x__check_gallery__mutmut_61": (
-        "astype(None) is float64: precision only"
-    ),
-    "ray_deepsort.core.state.x__check_gallery__mutmut_62": ("copy flag only"),
-    "ray_deepsort.core.state.x__check_gallery__mutmut_64": ("copy flag only"),
-    "ray_deepsort.core.state.x__check_gallery__mutmut_65": ("copy flag only"),
     "ray_deepsort.core.state.x__check_tracks__mutmut_87": (
         "a repeated id or birth is refused by the uniqueness check first"
     ),
     "ray_deepsort.core.state.x__check_tracks__mutmut_125": (
         "a repeated id or birth is refused by the uniqueness check first"
-    ),
-    "ray_deepsort.core.state.x__check_gallery__mutmut_80": (
-        "a float32 norm minus 1 never equals 0.01 exactly"
     ),
     "ray_deepsort.core.tracker.xǁDeepSORTTrackerǁreset__mutmut_7": (
         "births only order tracks among themselves"

@@ -14,6 +14,12 @@ in µs; `validate_share` = validation / one update; the update gets precomputed 
 the stream job's shards, so the share leaves out the ReID model). Set OPENBLAS_NUM_THREADS=1 to
 measure both on one core, as a shard actor with one CPU runs them.
 
+Fingerprint (format 3, float32 galleries): for random unit rows (Gaussian, and ReLU-like with
+half the entries 0) of each size, the share of single-row edits the fingerprint cannot tell
+from rounding (one row negated; two neighbouring rows swapped), and the largest difference
+seen between the BLAS fingerprint and a sequential float32 sum, as a share of the tolerance
+(which is a proven bound, so it must stay below 1).
+
     .venv/bin/python benchmarks/state_memory.py --json runs/state_memory.json
 """
 
@@ -24,11 +30,12 @@ import io
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ray_deepsort.core import DeepSORTTracker
-from ray_deepsort.core.state import validate_state
+from ray_deepsort.core.state import fingerprint_tolerance, gallery_fingerprint, validate_state
 from ray_deepsort.stream.publish import identity_embeddings
 from ray_deepsort.synthetic import SceneConfig, SyntheticScene
 
@@ -86,6 +93,37 @@ def measure(
     }
 
 
+def fingerprint_misses(dim: int, kind: str, rows: int = 20000) -> dict[str, float]:
+    rng = np.random.default_rng(dim)
+    features = rng.standard_normal((rows, dim))
+    if kind == "relu":
+        features = np.maximum(features, 0.0)
+    features = (features / np.linalg.norm(features, axis=1, keepdims=True)).astype(np.float32)
+    tolerance = fingerprint_tolerance(dim)
+    fingerprint = gallery_fingerprint(features)
+    probe = gallery_fingerprint(np.eye(dim, dtype=np.float32)).astype(np.float32)
+    sequential = np.cumsum(features * probe, axis=1, dtype=np.float32)[:, -1]
+    return {
+        "dim": dim,
+        "rows": kind,
+        "tolerance": float(f"{tolerance:.3g}"),
+        "negation_missed_pct": round(100 * float(np.mean(np.abs(2 * fingerprint) <= tolerance)), 3),
+        "swap_missed_pct": round(
+            100 * float(np.mean(np.abs(fingerprint[:-1] - fingerprint[1:]) <= tolerance)), 3
+        ),
+        "order_difference_share": round(
+            float(np.abs(fingerprint - sequential).max()) / tolerance, 4
+        ),
+    }
+
+
+def print_rows(rows: list[dict[str, Any]]) -> None:
+    header = list(rows[0])
+    print(" | ".join(header))
+    for row in rows:
+        print(" | ".join(str(row[k]) for k in header))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=600)
@@ -101,10 +139,7 @@ def main() -> None:
         for dim in args.dims.split(",")
         for dtype in ("float32", "float16")
     ]
-    header = list(rows[0])
-    print(" | ".join(header))
-    for row in rows:
-        print(" | ".join(str(row[k]) for k in header))
+    print_rows(rows)
     for dim in {row["dim"] for row in rows}:
         full, half = (
             next(r for r in rows if r["dim"] == dim and r["gallery_dtype"] == t)
@@ -115,9 +150,17 @@ def main() -> None:
             f"{half['memory_kib'] / full['memory_kib']:.2f}, checkpoint = "
             f"{half['checkpoint_kib'] / full['checkpoint_kib']:.2f}"
         )
+    fingerprint = [
+        fingerprint_misses(int(dim), kind)
+        for dim in args.dims.split(",")
+        for kind in ("gauss", "relu")
+    ]
+    print()
+    print_rows(fingerprint)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"rows": rows, "args": vars(args)}, indent=2))
+        out = {"rows": rows, "fingerprint": fingerprint, "args": vars(args)}
+        Path(args.json).write_text(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

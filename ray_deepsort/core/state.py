@@ -172,7 +172,7 @@ def state_checksum(state: Mapping[str, Any]) -> int:
     for name in _CHECKSUM_KEYS:
         crc = _crc(crc, name, np.asarray(state[name], _CANONICAL[_CHECKSUM_KINDS[name]]))
     features = np.asarray(state["gallery_features"])
-    if int(np.asarray(state["format_version"]).reshape(())) >= 3:
+    if _int_scalar(state, "format_version") >= 3:
         crc = zlib.crc32(f"gallery_dtype{features.dtype.str}".encode(), crc)
         if features.dtype == np.float32:
             crc = zlib.crc32(f"gallery_features{features.shape}".encode(), crc)

@@ -151,26 +151,69 @@ def test_a_float16_gallery_is_checked_by_its_bits_and_the_checksum() -> None:
     assert refusal(as_float32).field == "gallery_fingerprint"  # float32 rows need one
 
 
-def test_unit_elements_at_the_limit_pass_the_bits_check() -> None:
-    """±1.0 exactly (a one-hot row) and -0.0 are valid float16 features."""
-    state = saved("float16")
-    features = state["gallery_features"].copy()
-    features[0] = 0.0
-    features[0, 0] = -1.0
-    features[0, 1] = -0.0
-    features[1] = 0.0
-    features[1, 5] = 1.0
-    state["gallery_features"] = features
-    state["state_checksum"] = np.asarray(state_checksum(state), np.int64)
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_the_bits_check_holds_exactly_at_its_bound(dtype: str) -> None:
+    """±1.001 (as stored) and -0.0 pass; the next value beyond 1.001, of either sign, does not.
+    float16 is format 3's bits check, float32 format 2's (the previous release's file)."""
+    state = saved("float16") if dtype == "float16" else v2_state("float32")
+    bound = np.asarray(1.001, dtype)
+    beyond = np.nextafter(bound, np.asarray(2.0, dtype))
+    for sign in (1, -1):
+        features = state["gallery_features"].copy()
+        features[0, :3] = [sign * bound, -0.0, 1.0]
+        validate_state(resigned({**state, "gallery_features": features}), BUDGET)
+        features[0, 0] = sign * beyond
+        error = refusal(resigned({**state, "gallery_features": features}))
+        assert (error.field, error.problem) == (
+            "gallery_features",
+            "are not unit vectors (an element beyond 1)",
+        )
+
+
+def test_a_gallery_without_features_passes_the_bits_check() -> None:
+    tracker = make_tracker("float16")
+    for detections, _ in frames(4):
+        tracker.update(detections)
+    state = tracker.state_dict()
+    assert state["gallery_features"].shape == (0, 0) and len(state["track_id"]) == 2
     validate_state(state, BUDGET)
+
+
+def test_the_fingerprint_tolerance_holds_exactly() -> None:
+    """A fingerprint off by exactly the tolerance loads; 1 % beyond it, either way, does not."""
+    state = saved()
+    tolerance = fingerprint_tolerance(8)
+    assert tolerance == 20 * 2.0**-24  # 2.5 * dim * 2**-24, exact in binary
+    for offset, loads in ((tolerance, True), (-tolerance, True), (1.01 * tolerance, False)):
+        fingerprint = state["gallery_fingerprint"].copy()
+        fingerprint[3] += offset
+        if loads:  # exactly at the bound: the addition is exact in float64
+            assert abs(fingerprint[3] - state["gallery_fingerprint"][3]) == tolerance
+        changed = resigned({**state, "gallery_fingerprint": fingerprint})
+        if loads:
+            validate_state(changed, BUDGET)
+        else:
+            assert refusal(changed).field == "gallery_features"
+    fingerprint = state["gallery_fingerprint"].copy()
+    fingerprint[3] += 0.99 * tolerance
+    validate_state(resigned({**state, "gallery_fingerprint": fingerprint}), BUDGET)
+
+
+def v2_state(dtype: str) -> State:
+    with np.load(DATA / f"state_v2_{dtype}.npz", allow_pickle=False) as archive:
+        return dict(archive)
+
+
+def resigned(state: State) -> State:
+    """The state with its checksum recomputed: a deliberate edit, not a corruption."""
+    return {**state, "state_checksum": np.asarray(state_checksum(state), np.int64)}
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_a_version_2_state_saved_by_the_previous_release_loads(dtype: str) -> None:
     """`data/state_v2_*.npz` were written by git e132319 (format 2: the checksum covers the
     gallery bytes) from the frames above; they load and track on like today's tracker."""
-    with np.load(DATA / f"state_v2_{dtype}.npz", allow_pickle=False) as archive:
-        older = dict(archive)
+    older = v2_state(dtype)
     assert int(older["format_version"]) == 2
     restored = make_tracker(dtype)
     restored.load_state_dict(older)
@@ -186,6 +229,11 @@ def test_a_version_2_state_saved_by_the_previous_release_loads(dtype: str) -> No
     assert refusal(negated).field == "state_checksum"  # version 2: bytes in the checksum
     scaled = edited(older, "gallery_features", lambda f: f.__setitem__(0, 2 * f[0]))
     assert refusal(scaled).problem == "are not unit vectors (an element beyond 1)"
+    flat = resigned(edited(older, "last_xyah", lambda box: box.__setitem__((0, 3), 0.0)))
+    assert refusal(flat).field == "last_xyah"  # format 2 saved boxes: they are checked
+    for key in ("last_xyah", "appearance_threshold"):  # format 2 must have them
+        error = refusal({k: v for k, v in older.items() if k != key})
+        assert (error.field, error.problem) == (key, f"missing key (missing: {key})")
 
 
 def test_a_version_3_state_file_keeps_loading() -> None:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from ray_deepsort.archive.output import ArchiveStore, Manifest, ManifestEntry, ManifestError
+from ray_deepsort.core import DeepSORTTracker, Detections
 from ray_deepsort.pipeline.state_store import (
     CheckpointError,
     CheckpointStore,
@@ -118,6 +119,31 @@ def test_stream_file_garbage_names_the_file(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes()[:40])  # a partial copy
     with pytest.raises(CheckpointError, match=re.escape(f"{path}: not a checkpoint file")):
         store.read_stream("frames", 0, "cam0")
+
+
+def test_a_flipped_bit_anywhere_in_a_stream_file_is_refused(tmp_path: Path) -> None:
+    """A storage fault in a gallery's low mantissa bits changes no fingerprint beyond its
+    rounding tolerance; the zip CRC-32 of the `.npz` member catches it when the file is read."""
+    tracker = DeepSORTTracker(gallery_budget=4)
+    for i in range(3):
+        detections = Detections(
+            xyxy=np.array([[10.0 + i, 10, 50, 90], [200, 10, 240, 90]]), confidence=np.ones(2)
+        )
+        features = np.random.default_rng(i).standard_normal((2, 16)).astype(np.float32)
+        tracker.update(detections, embeddings=features, frame_index=i)
+    store = CheckpointStore(tmp_path, fsync=False)
+    store.write_stream(StreamCheckpoint("cam0", "frames", 0, 5, tracker.state_dict()))
+    path = Path(store.stream_path("frames", 0, "cam0"))
+    data = path.read_bytes()
+    member = data.find(b"state__gallery_features.npy")
+    assert member > 0
+    at = data.index(b"\n", data.index(b"{", member)) + 9  # into the first feature's bytes
+    for bit in (0, 7):
+        flipped = bytearray(data)
+        flipped[at] ^= 1 << bit
+        path.write_bytes(bytes(flipped))
+        with pytest.raises(CheckpointError, match="not a checkpoint file: Bad CRC-32"):
+            store.read_stream("frames", 0, "cam0")
 
 
 GOOD_ENTRY = {"key": "cam0", "path": "/v/cam0.mp4", "kind": "video", "status": "done"}
