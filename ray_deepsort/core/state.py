@@ -6,9 +6,9 @@ otherwise changes a stream's IDs without a word. Besides shapes, dtypes and fini
 checks use invariants every saved state holds (rows in creation order, IDs handed out in that
 order, tentative tracks seen on the last frame, gallery heads following counts), which also
 catch most rows shifted or shuffled within one column. A CRC-32 saved with the state catches
-the rest of the small arrays; the gallery, most of a state's bytes, is checked in one pass over
-its features (a fingerprint for float32, see `gallery_fingerprint`). Every check is vectorised
-(cost: `benchmarks/state_memory.py`), and nothing here touches a tracker.
+the rest of the small arrays; the gallery, most of a state's bytes, is checked against a
+fingerprint per row saved with it (`gallery_fingerprint`), reading it once. Every check is
+vectorised (cost: `benchmarks/state_memory.py`), and nothing here touches a tracker.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 # 2: `last_xyah` column and the effective `appearance_threshold`.
-# 3: `gallery_fingerprint` (float32 galleries) stands in for the gallery bytes in the checksum.
+# 3: `gallery_fingerprint` stands in for the gallery bytes in the checksum.
 # Versions 1 and 2 still load.
 STATE_FORMAT_VERSION = 3
 SUPPORTED_VERSIONS = (1, 2, STATE_FORMAT_VERSION)
@@ -125,37 +125,44 @@ def validate_state(state: Mapping[str, Any], gallery_budget: int) -> dict[str, A
     features = out["gallery_features"] = _gallery_features(state, out["gallery_dim"])
     _check_tracks(out, version)
     _check_gallery(out, gallery_budget)
-    fingerprinted = version >= 3 and features.dtype == np.float32
-    if fingerprinted:
-        out["gallery_fingerprint"] = _fingerprint_column(state, len(features))
-        computed = gallery_fingerprint(features)  # the one pass over the features
-        if not np.isfinite(computed).all():  # NaN or inf anywhere in a row propagates
-            raise InvalidTrackerState("gallery_features", "holds NaN or inf")
-    else:
+    if version >= 3:
+        out["gallery_fingerprint"] = _fingerprint_column(state, features)
+        computed = gallery_fingerprint(features)  # the one pass over the features' values
+    if version < 3 or features.dtype == np.float16:
         _check_unit_range(features)
+    elif not np.isfinite(computed).all():  # NaN or inf anywhere in a float32 row propagates
+        raise InvalidTrackerState("gallery_features", "holds NaN or inf")
     if version >= 2:
         _check_checksum(state, out)
-    if fingerprinted:
+    if version >= 3:
         _check_fingerprint(features, out["gallery_fingerprint"], computed)
     return out
 
 
 def seal_state(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Add the gallery fingerprint (float32 galleries) and the checksum to a fresh state_dict."""
-    if state["gallery_features"].dtype == np.float32:
-        state["gallery_fingerprint"] = gallery_fingerprint(state["gallery_features"])
+    """Add the gallery fingerprint and the checksum to a fresh state_dict."""
+    state["gallery_fingerprint"] = gallery_fingerprint(state["gallery_features"])
     state["state_checksum"] = np.asarray(state_checksum(state), np.int64)
     return state
 
 
 def gallery_fingerprint(features: np.ndarray) -> np.ndarray:
-    """Each gallery row projected on a fixed unit probe: float64 [rows].
+    """One value per gallery row, saved with the state so that loading reads the rows once.
 
-    It reads the features once, at memory speed (a CRC-32 of the same bytes costs 6-10 times
-    as much here), and a NaN or inf anywhere in a row makes that row's value non-finite. A row
-    edited, negated or moved changes its value by far more than the rounding of a float32 dot
-    product, which is all that can differ between the machine that saved and the one that loads.
+    float32 rows: their projection on a fixed unit probe (float64), at memory speed (a CRC-32
+    of the same bytes costs 6-10 times as much here). NaN or inf anywhere in a row makes its
+    value non-finite; a row edited, negated or moved changes it by far more than the rounding of
+    a float32 dot product, which is all that may differ on the machine that loads.
+    float16 rows (numpy's float16 arithmetic is slow): their bits read as 64-bit words (rows
+    zero-padded to whole words) and summed modulo 2**64 (uint64). Integer sums are the same on
+    every machine, so they compare exactly, and any one changed element changes its row's sum.
     """
+    if features.dtype == np.float16:
+        bits = np.ascontiguousarray(features, "<f2")
+        if bits.shape[1] % 4:
+            padding = np.zeros((len(bits), -bits.shape[1] % 4), "<f2")
+            bits = np.concatenate([bits, padding], axis=1)
+        return bits.view("<u8").sum(axis=1, dtype=np.uint64)
     return (features @ _probe(features.shape[1])).astype(np.float64)
 
 
@@ -165,19 +172,18 @@ def state_checksum(state: Mapping[str, Any]) -> int:
     Rows swapped between tracks, or a value negated, can leave a well-formed state that tracks
     differently; only a code over the saved arrays tells. Canonical dtypes make a lossless cast
     of a counter or filter column (int64 saved as float64) keep the code. The gallery counts
-    with its shape and dtype, then by its fingerprint (version 3, float32) or its bytes as saved
-    (float16, and version 2), hashed in place without a copy.
+    with its shape and dtype, then by its fingerprint (version 3) or, in version 2, by its bytes
+    as saved, hashed in place without a copy.
     """
     crc = 0
     for name in _CHECKSUM_KEYS:
         crc = _crc(crc, name, np.asarray(state[name], _CANONICAL[_CHECKSUM_KINDS[name]]))
     features = np.asarray(state["gallery_features"])
-    if _int_scalar(state, "format_version") >= 3:
-        crc = zlib.crc32(f"gallery_dtype{features.dtype.str}".encode(), crc)
-        if features.dtype == np.float32:
-            crc = zlib.crc32(f"gallery_features{features.shape}".encode(), crc)
-            return _crc(crc, "gallery_fingerprint", np.asarray(state["gallery_fingerprint"]))
-    return _crc(crc, "gallery_features", features)
+    if _int_scalar(state, "format_version") < 3:
+        return _crc(crc, "gallery_features", features)
+    crc = zlib.crc32(f"gallery_features{features.shape}{features.dtype.str}".encode(), crc)
+    fingerprint = np.asarray(state["gallery_fingerprint"], _fingerprint_dtype(features))
+    return _crc(crc, "gallery_fingerprint", fingerprint)
 
 
 def _crc(crc: int, name: str, array: np.ndarray) -> int:
@@ -222,8 +228,16 @@ def fingerprint_tolerance(dim: int) -> float:
     return 2.5 * dim * 2.0**-24
 
 
+def _fingerprint_dtype(features: np.ndarray) -> np.dtype:
+    return np.dtype(np.uint64 if features.dtype == np.float16 else np.float64)
+
+
 def _check_fingerprint(features: np.ndarray, saved: np.ndarray, computed: np.ndarray) -> None:
-    if not (np.abs(computed - saved) <= fingerprint_tolerance(features.shape[1])).all():
+    if features.dtype == np.float16:
+        matches = computed == saved  # integer sums: exact
+    else:
+        matches = np.abs(computed - saved) <= fingerprint_tolerance(features.shape[1])
+    if not matches.all():
         raise InvalidTrackerState(
             "gallery_features",
             "do not match gallery_fingerprint: they were changed after the state was saved "
@@ -319,13 +333,25 @@ def _gallery_features(state: Mapping[str, Any], dim: int) -> np.ndarray:
     return array  # values: checked in one pass by validate_state
 
 
-def _fingerprint_column(state: Mapping[str, Any], rows: int) -> np.ndarray:
+def _fingerprint_column(state: Mapping[str, Any], features: np.ndarray) -> np.ndarray:
+    """float64 for float32 rows (castable without loss, as a filter column), uint64 exactly for
+    float16 rows (wrapping sums: no other integer type holds them)."""
     if "gallery_fingerprint" not in state:
         raise InvalidTrackerState("gallery_fingerprint", "missing key")
-    fingerprint = _column(state, "gallery_fingerprint", "f", ())
-    if len(fingerprint) != rows:
+    if features.dtype == np.float32:
+        fingerprint = _column(state, "gallery_fingerprint", "f", ())
+    else:
+        fingerprint = _numeric(state, "gallery_fingerprint")
+        if fingerprint.dtype != np.uint64 or fingerprint.ndim != 1:
+            raise InvalidTrackerState(
+                "gallery_fingerprint",
+                f"must be uint64 [N] for a float16 gallery (as saved), got {fingerprint.dtype} "
+                f"{list(fingerprint.shape)}",
+            )
+    if len(fingerprint) != len(features):
         raise InvalidTrackerState(
-            "gallery_fingerprint", f"has {len(fingerprint)} rows, gallery_features has {rows}"
+            "gallery_fingerprint",
+            f"has {len(fingerprint)} rows, gallery_features has {len(features)}",
         )
     return fingerprint
 

@@ -22,6 +22,7 @@ from ray_deepsort.core.state import (
     STATE_FORMAT_VERSION,
     fingerprint_tolerance,
     gallery_fingerprint,
+    seal_state,
     state_checksum,
     validate_state,
 )
@@ -131,9 +132,10 @@ def test_an_edited_fingerprint_fails_the_checksum() -> None:
     assert refusal(state).field == "state_checksum"
 
 
-def test_a_float16_gallery_is_checked_by_its_bits_and_the_checksum() -> None:
+def test_a_float16_gallery_is_checked_by_exact_word_sums_and_its_bits() -> None:
     state = saved("float16")
-    assert "gallery_fingerprint" not in state and state["gallery_features"].dtype == np.float16
+    assert state["gallery_features"].dtype == np.float16
+    assert state["gallery_fingerprint"].dtype == np.uint64
     tracker = make_tracker("float16")
     tracker.load_state_dict(state)
     reference = make_tracker("float16")
@@ -145,10 +147,37 @@ def test_a_float16_gallery_is_checked_by_its_bits_and_the_checksum() -> None:
     for sign in (1.0, -1.0):  # an element beyond unit length, either sign
         big = edited(state, "gallery_features", lambda f, s=sign: f.__setitem__((2, 3), s * 1.01))
         assert refusal(big).problem == "are not unit vectors (an element beyond 1)"
-    negated = edited(state, "gallery_features", lambda f: f.__setitem__(0, -f[0]))
-    assert refusal(negated).field == "state_checksum"
+    for change in (
+        lambda f: f.__setitem__(0, -f[0]),  # a row negated
+        lambda f: f.__setitem__([1, 5], f[[5, 1]]),  # two rows swapped
+        lambda f: f.view(np.uint16).__setitem__((3, 2), f.view(np.uint16)[3, 2] ^ 1),  # 1 bit
+    ):
+        error = refusal(edited(state, "gallery_features", change))
+        assert error.field == "gallery_features"
+        assert error.problem.startswith("do not match gallery_fingerprint")
     as_float32 = {**state, "gallery_features": state["gallery_features"].astype(np.float32)}
-    assert refusal(as_float32).field == "gallery_fingerprint"  # float32 rows need one
+    error = refusal(as_float32)
+    assert error.field == "gallery_fingerprint" and "float64" in error.problem
+    as_int64 = {**state, "gallery_fingerprint": state["gallery_fingerprint"].astype(np.int64)}
+    error = refusal(as_int64)
+    assert (error.field, error.problem) == (
+        "gallery_fingerprint",
+        "must be uint64 [N] for a float16 gallery (as saved), got int64 [8]",
+    )
+
+
+def test_word_sums_do_not_depend_on_layout() -> None:
+    """Rows of any width (zero-padded to whole 64-bit words) and any memory layout."""
+    rng = np.random.default_rng(0)
+    wide = rng.standard_normal((5, 14)).astype(np.float16)
+    padded = np.zeros((5, 16), np.float16)
+    padded[:, :14] = wide
+    sums = gallery_fingerprint(wide)
+    np.testing.assert_array_equal(sums, gallery_fingerprint(padded))
+    np.testing.assert_array_equal(sums, gallery_fingerprint(np.asfortranarray(wide)))
+    words = padded.view(np.uint16).astype(np.uint64).reshape(5, 4, 4)
+    expected = (words * (np.uint64(1) << np.arange(0, 64, 16, dtype=np.uint64))).sum(axis=(1, 2))
+    np.testing.assert_array_equal(sums, expected)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
@@ -161,9 +190,9 @@ def test_the_bits_check_holds_exactly_at_its_bound(dtype: str) -> None:
     for sign in (1, -1):
         features = state["gallery_features"].copy()
         features[0, :3] = [sign * bound, -0.0, 1.0]
-        validate_state(resigned({**state, "gallery_features": features}), BUDGET)
+        validate_state(resealed({**state, "gallery_features": features}), BUDGET)
         features[0, 0] = sign * beyond
-        error = refusal(resigned({**state, "gallery_features": features}))
+        error = refusal(resealed({**state, "gallery_features": features}))
         assert (error.field, error.problem) == (
             "gallery_features",
             "are not unit vectors (an element beyond 1)",
@@ -209,6 +238,11 @@ def resigned(state: State) -> State:
     return {**state, "state_checksum": np.asarray(state_checksum(state), np.int64)}
 
 
+def resealed(state: State) -> State:
+    """The state with its fingerprint and checksum recomputed after an edit."""
+    return seal_state(dict(state))
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_a_version_2_state_saved_by_the_previous_release_loads(dtype: str) -> None:
     """`data/state_v2_*.npz` were written by git e132319 (format 2: the checksum covers the
@@ -236,13 +270,14 @@ def test_a_version_2_state_saved_by_the_previous_release_loads(dtype: str) -> No
         assert (error.field, error.problem) == (key, f"missing key (missing: {key})")
 
 
-def test_a_version_3_state_file_keeps_loading() -> None:
-    """Guards the format: a change to the probe or the checksum refuses this file."""
-    with np.load(DATA / "state_v3_float32.npz", allow_pickle=False) as archive:
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_a_version_3_state_file_keeps_loading(dtype: str) -> None:
+    """Guards the format: a change to the probe, the word sums or the checksum refuses these."""
+    with np.load(DATA / f"state_v3_{dtype}.npz", allow_pickle=False) as archive:
         state = dict(archive)
-    restored = make_tracker()
+    restored = make_tracker(dtype)
     restored.load_state_dict(state)
-    reference = make_tracker()
+    reference = make_tracker(dtype)
     run(reference, 0, 5)
     assert run(restored, 5, 9) == run(reference, 5, 9)
 
