@@ -158,11 +158,11 @@ def gallery_fingerprint(features: np.ndarray) -> np.ndarray:
     every machine, so they compare exactly, and any one changed element changes its row's sum.
     """
     if features.dtype == np.float16:
-        bits = np.ascontiguousarray(features, "<f2")
-        if bits.shape[1] % 4:
-            padding = np.zeros((len(bits), -bits.shape[1] % 4), "<f2")
-            bits = np.concatenate([bits, padding], axis=1)
-        return bits.view("<u8").sum(axis=1, dtype=np.uint64)
+        bits = np.ascontiguousarray(features)
+        missing = -bits.shape[1] % 4  # elements short of a whole last word
+        if missing:
+            bits = np.concatenate([bits, np.zeros((len(bits), missing), bits.dtype)], axis=1)
+        return bits.view(np.uint64).sum(axis=1, dtype=np.uint64)
     return (features @ _probe(features.shape[1])).astype(np.float64)
 
 

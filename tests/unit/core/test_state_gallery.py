@@ -166,18 +166,21 @@ def test_a_float16_gallery_is_checked_by_exact_word_sums_and_its_bits() -> None:
     )
 
 
-def test_word_sums_do_not_depend_on_layout() -> None:
+@pytest.mark.parametrize("width", [8, 10, 13, 14])
+def test_word_sums_do_not_depend_on_layout(width: int) -> None:
     """Rows of any width (zero-padded to whole 64-bit words) and any memory layout."""
-    rng = np.random.default_rng(0)
-    wide = rng.standard_normal((5, 14)).astype(np.float16)
-    padded = np.zeros((5, 16), np.float16)
-    padded[:, :14] = wide
-    sums = gallery_fingerprint(wide)
+    rng = np.random.default_rng(width)
+    rows = rng.standard_normal((5, width)).astype(np.float16)
+    words = -(-width // 4)
+    padded = np.zeros((5, 4 * words), np.float16)
+    padded[:, :width] = rows
+    sums = gallery_fingerprint(rows)
+    assert sums.dtype == np.uint64
     np.testing.assert_array_equal(sums, gallery_fingerprint(padded))
-    np.testing.assert_array_equal(sums, gallery_fingerprint(np.asfortranarray(wide)))
-    words = padded.view(np.uint16).astype(np.uint64).reshape(5, 4, 4)
-    expected = (words * (np.uint64(1) << np.arange(0, 64, 16, dtype=np.uint64))).sum(axis=(1, 2))
-    np.testing.assert_array_equal(sums, expected)
+    np.testing.assert_array_equal(sums, gallery_fingerprint(np.asfortranarray(rows)))
+    halves = padded.view(np.uint16).astype(np.uint64).reshape(5, words, 4)
+    shifts = np.uint64(1) << np.arange(0, 64, 16, dtype=np.uint64)
+    np.testing.assert_array_equal(sums, (halves * shifts).sum(axis=(1, 2)))
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
