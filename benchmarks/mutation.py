@@ -263,13 +263,13 @@ EQUIVALENT: dict[str, str] = {
     "ray_deepsort.core.state.x_seal_state__mutmut_13": (
         "np.asarray of a Python int is already int64"
     ),
-    "ray_deepsort.core.state.x_gallery_fingerprint__mutmut_30": (
+    "ray_deepsort.core.state.x_gallery_fingerprint__mutmut_20": (
         "a sum of uint64 is uint64 without dtype="
     ),
-    "ray_deepsort.core.state.x_gallery_fingerprint__mutmut_32": (
+    "ray_deepsort.core.state.x_gallery_fingerprint__mutmut_22": (
         "a sum of uint64 is uint64 without dtype="
     ),
-    "ray_deepsort.core.state.x_gallery_fingerprint__mutmut_37": ("astype(None) is float64"),
+    "ray_deepsort.core.state.x_gallery_fingerprint__mutmut_25": ("astype(None) is float64"),
     "ray_deepsort.core.state.x__to_int__mutmut_22": ("astype(None) is float64: precision only"),
     "ray_deepsort.core.state.x__to_float__mutmut_12": ("astype(None) is float64: precision only"),
     "ray_deepsort.core.state.x__float_scalar__mutmut_21": (
