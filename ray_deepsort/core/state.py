@@ -51,8 +51,7 @@ _PER_TRACK: dict[str, tuple[str, tuple[int, ...]]] = {
     "gallery_head": ("i", ()),
 }
 _V2_ONLY = ("last_xyah", "appearance_threshold")
-# What `state_checksum` covers besides the gallery, and the canonical dtype of each ("i", "f",
-# "b").
+# What `state_checksum` covers besides the gallery, with each one's canonical dtype kind.
 _CHECKSUM_KEYS = (
     "format_version",
     *_INT_SCALARS,
