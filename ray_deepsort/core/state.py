@@ -121,20 +121,14 @@ def validate_state(state: Mapping[str, Any], gallery_budget: int) -> dict[str, A
     _check_lengths({name: len(out[name]) for name in columns})
     if version < 2:  # the last observed box was not saved: the filter mean stands in for it
         out["last_xyah"] = out["mean"][:, :4].copy()
-    features = out["gallery_features"] = _gallery_features(state, out["gallery_dim"])
+    out["gallery_features"] = _gallery_features(state, out["gallery_dim"])
     _check_tracks(out, version)
     _check_gallery(out, gallery_budget)
-    if version >= 3:
-        out["gallery_fingerprint"] = _fingerprint_column(state, features)
-        computed = gallery_fingerprint(features)  # the one pass over the features' values
-    if version < 3 or features.dtype == np.float16:
-        _check_unit_range(features)
-    elif not np.isfinite(computed).all():  # NaN or inf anywhere in a float32 row propagates
-        raise InvalidTrackerState("gallery_features", "holds NaN or inf")
+    computed = _check_feature_values(state, out, version)
     if version >= 2:
         _check_checksum(state, out)
-    if version >= 3:
-        _check_fingerprint(features, out["gallery_fingerprint"], computed)
+    if computed is not None:  # after the checksum: an edited fingerprint is named as such
+        _check_fingerprint(out["gallery_features"], out["gallery_fingerprint"], computed)
     return out
 
 
@@ -459,6 +453,24 @@ def _check_gallery(out: dict[str, Any], budget: int) -> None:
         )
     if out["gallery_dim"] == 0 and counts.any():
         raise InvalidTrackerState("gallery_dim", "is 0 while galleries hold features")
+
+
+def _check_feature_values(
+    state: Mapping[str, Any], out: dict[str, Any], version: int
+) -> np.ndarray | None:
+    """Finite, unit-range features; from version 3 also their fingerprint, computed in the same
+    pass (returned, to compare once the checksum vouches for the saved one)."""
+    features = out["gallery_features"]
+    if version < 3:
+        _check_unit_range(features)
+        return None
+    out["gallery_fingerprint"] = _fingerprint_column(state, features)
+    computed = gallery_fingerprint(features)  # the one pass over the features' values
+    if features.dtype == np.float16:
+        _check_unit_range(features)
+    elif not np.isfinite(computed).all():  # NaN or inf anywhere in a float32 row propagates
+        raise InvalidTrackerState("gallery_features", "holds NaN or inf")
+    return computed
 
 
 def _check_unit_range(features: np.ndarray) -> None:

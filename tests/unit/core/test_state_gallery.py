@@ -102,6 +102,7 @@ def test_the_probe_is_pinned() -> None:
 @pytest.mark.parametrize(
     ("name", "change"),
     [
+        ("every row negated", lambda f: np.negative(f, out=f)),
         ("one row negated", lambda f: f.__setitem__(2, -f[2])),
         ("two rows swapped", lambda f: f.__setitem__([1, 5], f[[5, 1]])),
         ("one element nudged by 0.01", lambda f: f.__setitem__((3, 4), f[3, 4] + 0.01)),
