@@ -1,10 +1,13 @@
-"""How the stream job is doing: progress lines and metrics (`JobProgress`), idling (`IdleWatch`).
+"""How the stream job is doing: progress lines and metrics (`JobProgress`), idling (`IdleWatch`),
+stalls (`StallWatch`).
 
 - `JobProgress` keeps per-stage batch latencies, logs a progress line every
   `job.progress_interval_s`, feeds the Ray metrics, counts actor recoveries that made no
   progress, and fills the summary's timings at the end.
 - `IdleWatch` decides when `job.max_idle_s` without input stops the job. Waiting for a broker
   that does not answer, a rebalance or an actor recovery is not idling.
+- `StallWatch` writes every thread's stack to stderr when the main loop has not come back for
+  a while: a worker that went silent in a blocking call says where it waits.
 
 Neither talks to Kafka itself: the driver passes the consumer (for the lag) and a probe of the
 broker.
@@ -13,11 +16,13 @@ broker.
 from __future__ import annotations
 
 import collections
+import faulthandler
 import logging
 import resource
+import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -50,6 +55,7 @@ class JobProgress:
         self.done_at_recovery = -1  # frames + dead letters at the last actor recovery
         self.cpu_at_start = time.process_time()
         self.stalled_recoveries = 0  # recoveries in a row without a new frame written
+        self.stall = StallWatch()  # the main loop away for 30 s: its stacks to stderr
 
     def submitting(self) -> None:
         """A batch is about to be submitted (processing time starts at the first)."""
@@ -156,6 +162,31 @@ def consumer_lag(consumer: Any, ledger: PartitionLedger, metrics: JobMetrics) ->
         total += lag
         known = True
     return total if known else None
+
+
+class StallWatch:
+    """Dumps every thread's stack (faulthandler: "Timeout (0:00:30)!", then the stacks) once
+    the main loop has not called `tick` for `after_s`, and again after each further `after_s`
+    while it stays away. One timer per process (an ingest worker's); re-armed at most every
+    `after_s / 4`, so a tick costs a clock read."""
+
+    def __init__(self, after_s: float = 30.0, file: IO[str] | None = None) -> None:
+        self.after_s = after_s
+        self.file = file
+        self.armed_at: float | None = None
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if self.armed_at is None or now - self.armed_at >= self.after_s / 4:
+            faulthandler.dump_traceback_later(
+                self.after_s, repeat=True, file=self.file or sys.stderr
+            )
+            self.armed_at = now
+
+    def stop(self) -> None:
+        if self.armed_at is not None:
+            faulthandler.cancel_dump_traceback_later()
+            self.armed_at = None
 
 
 class IdleWatch:

@@ -207,25 +207,28 @@ class PartitionWorker:
         """Loop, drain, final checkpoint; after a dead actor (even one that dies while the job
         recovers from another) the job is recovered and the loop resumed."""
         failure: BaseException | None = None
-        while True:
-            try:
-                if failure is not None:
-                    self.recover_actors(failure)
-                    failure = None
-                self.summary.stop_reason = self._loop()
-                self._drain()
-                self.checkpoint.snapshot_now(self.ledger.owned)
-                self.committer.commit(force=True)
-                if not self.ledger.pending:
-                    self.checkpoint.write_snapshot()  # all committed: the final state is safe
-                return
-            except _actor_errors() as error:
-                failure = error
-            except Exception as error:
-                restore_error = checkpoint_restore_error(error)
-                if restore_error is None:
-                    raise
-                self._stop_on_unrestorable_checkpoint(restore_error)
+        try:
+            while True:
+                try:
+                    if failure is not None:
+                        self.recover_actors(failure)
+                        failure = None
+                    self.summary.stop_reason = self._loop()
+                    self._drain()
+                    self.checkpoint.snapshot_now(self.ledger.owned)
+                    self.committer.commit(force=True)
+                    if not self.ledger.pending:
+                        self.checkpoint.write_snapshot()  # all committed: the final state is safe
+                    return
+                except _actor_errors() as error:
+                    failure = error
+                except Exception as error:
+                    restore_error = checkpoint_restore_error(error)
+                    if restore_error is None:
+                        raise
+                    self._stop_on_unrestorable_checkpoint(restore_error)
+        finally:
+            self.progress.stall.stop()
 
     def _stop_on_unrestorable_checkpoint(self, error: CheckpointRestoreError) -> None:
         """A shard cannot restore a stream's checkpoint and `checkpoint.on_invalid` is "fail".
@@ -251,6 +254,7 @@ class PartitionWorker:
         cfg = self.config
         inflight = self.batches.inflight
         while True:
+            self.progress.stall.tick()
             if self._stop.is_set():
                 return "stop requested"
             if cfg.job.stop_after_batches and self.batches.submitted >= cfg.job.stop_after_batches:
