@@ -54,7 +54,7 @@ class JobSummary:
     streams_evicted: int = 0  # idle streams moved out of memory (checkpoint.evict_idle_s)
     streams_restored: int = 0  # streams of partitions taken over restored from checkpoints
     records_replayed: int = 0  # committed records read again to rebuild restored state
-    handoffs: int = 0  # rebalances that committed the finished batches first
+    handoffs: int = 0  # rebalances that took partitions away (written output committed first)
     batches_dropped: int = 0  # batches in flight at a rebalance: not written, replayed
     produce_retries: int = 0  # produce attempts repeated after a failure (broker outage)
     commit_failures: int = 0  # offset commits that failed (retried later)

@@ -342,15 +342,13 @@ class PartitionWorker:
         Runs in the rebalance callback on kafka-python's IO thread while the main thread waits
         in `poll`: no blocking consumer call here (the listener commits with `commit_async`).
         """
+        self.summary.handoffs += 1
         dropped = self.batches.drop_all()
         self.progress.inflight(0)
         if dropped:
             self._void(dropped)
         elif self.ledger.pending:  # the shards hold exactly the written state: keep it
             self.checkpoint.snapshot_now(self.ledger.owned)
-        if not self.ledger.pending:
-            return {}
-        self.summary.handoffs += 1
         logger.info(
             "rebalance: %d batch(es) in flight dropped; committing %s",
             len(dropped),
